@@ -1,0 +1,36 @@
+"""The app factory: ``create_app(settings)`` builds a FastAPI app against one database."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+import hpo
+from hpo.settings import Settings
+from hpo.storage import Database
+
+from . import errors
+from .routes import meta, studies, trials
+
+
+def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
+    """Build the controller app.
+
+    Args:
+        settings: defaults to :class:`hpo.settings.Settings` read from ``HPO_*`` env vars.
+        db: an already open database; by default one is opened at ``settings.database_url``
+            and migrated to the current schema.
+    """
+    settings = settings or Settings()
+    app = FastAPI(
+        title="hpo",
+        version=hpo.__version__,
+        description="Hyperparameter optimization service: studies, trials and the trial "
+        "protocol (ask, report, complete, fail).",
+    )
+    app.state.settings = settings
+    app.state.db = db or Database(settings.database_url)
+    errors.install(app)
+    app.include_router(studies.router)
+    app.include_router(trials.router)
+    app.include_router(meta.router)
+    return app

@@ -1,0 +1,80 @@
+"""Trial routes: reads, and the trial protocol (ask, report, complete, fail)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Query, status
+
+from hpo import service
+from hpo.schemas import (
+    AskIn,
+    CompleteIn,
+    FailIn,
+    Page,
+    ReportIn,
+    ReportOut,
+    TrialAssignment,
+    TrialDetail,
+    TrialPublic,
+)
+
+from ..deps import DbDep, TokenDep
+
+router = APIRouter(prefix="/api/v1/studies/{study}/trials", tags=["trials"])
+
+
+@router.get("", response_model=Page[TrialPublic])
+def list_trials(
+    study: str,
+    db: DbDep,
+    state: Literal["running", "completed", "pruned", "failed", "cancelled"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[TrialPublic]:
+    """Trials in number order; filter with ``?state=``, page with ``?limit=&offset=``."""
+    data, count = service.list_trials(db, ref=study, state=state, limit=limit, offset=offset)
+    return Page(data=data, count=count)
+
+
+@router.get("/{number}", response_model=TrialDetail)
+def get_trial(study: str, number: int, db: DbDep) -> TrialDetail:
+    """One trial: parameters, state, value, every metric per step, and its run records."""
+    return service.get_trial(db, ref=study, number=number)
+
+
+@router.post("", response_model=TrialAssignment, status_code=status.HTTP_201_CREATED)
+def ask(study: str, db: DbDep, body: Annotated[AskIn | None, Body()] = None) -> TrialAssignment:
+    """Hand out the next trial: its number, parameters and the token its reports must carry.
+
+    409 when the budget or the grid is used up, or the study no longer runs.
+    """
+    return service.ask(db, ref=study, worker=body.worker if body else None)
+
+
+@router.post("/{number}/reports", response_model=ReportOut)
+def report(study: str, number: int, body: ReportIn, db: DbDep, token: TokenDep) -> ReportOut:
+    """Record one step's metrics (header ``Authorization: Bearer <token>``).
+
+    The answer says whether the trial should stop now (early stopping, or a cancelled study).
+    """
+    stop = service.report(
+        db, ref=study, number=number, token=token, step=body.step, metrics=body.metrics
+    )
+    return ReportOut(should_stop=stop)
+
+
+@router.post("/{number}/complete", response_model=TrialDetail)
+def complete(
+    study: str, number: int, body: CompleteIn, db: DbDep, token: TokenDep
+) -> TrialPublic:
+    """Finish the trial; its objective value is ``metrics[objective.metric]``."""
+    return service.complete(db, ref=study, number=number, token=token, metrics=body.metrics)
+
+
+@router.post("/{number}/fail", response_model=TrialDetail)
+def fail(study: str, number: int, body: FailIn, db: DbDep, token: TokenDep) -> TrialPublic:
+    """Finish the trial as failed with a reason; the study goes on."""
+    return service.fail(
+        db, ref=study, number=number, token=token, reason=body.reason, kind=body.kind
+    )

@@ -1,0 +1,49 @@
+"""Search-space translation to Optuna distributions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from ..spec import CategoricalParam, FloatParam, IntParam
+
+Space = dict[str, FloatParam | IntParam | CategoricalParam]
+
+
+def distributions(space: Space, *, grid: bool = False) -> dict[str, BaseDistribution]:
+    """Optuna distributions for ``space``; with ``grid`` every parameter becomes its value list."""
+    if grid:
+        return {name: CategoricalDistribution(values) for name, values in grid_points(space).items()}
+    out: dict[str, BaseDistribution] = {}
+    for name, param in space.items():
+        if isinstance(param, FloatParam):
+            out[name] = FloatDistribution(param.low, param.high, log=param.log, step=param.step)
+        elif isinstance(param, IntParam):
+            out[name] = IntDistribution(param.low, param.high, log=param.log, step=param.step)
+        else:
+            out[name] = CategoricalDistribution(param.choices)
+    return out
+
+
+def grid_points(space: Space) -> dict[str, list[Any]]:
+    """The value list of every parameter; raises ValueError for a continuous one."""
+    points: dict[str, list[Any]] = {}
+    for name, param in space.items():
+        values = param.grid_values()
+        if values is None:
+            raise ValueError(f"grid search needs a finite set of values for {name!r}")
+        points[name] = list(values)
+    return points
+
+
+def grid_size(space: Space) -> int:
+    size = 1
+    for values in grid_points(space).values():
+        size *= len(values)
+    return size

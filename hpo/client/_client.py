@@ -1,0 +1,191 @@
+"""The Python client: studies, results and the trial protocol over REST (httpx)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..schemas import (
+    BestTrial,
+    Page,
+    StudyPublic,
+    TrialAssignment,
+    TrialDetail,
+    TrialPublic,
+)
+from ..spec import StudySpec, load_spec
+
+
+class HPOClientError(Exception):
+    """The server refused a request; ``message`` is the server's explanation."""
+
+    def __init__(self, status_code: int, message: str, *, method: str = "", url: str = "") -> None:
+        super().__init__(f"{status_code}: {message}")
+        self.status_code = status_code
+        self.message = message
+        self.method = method
+        self.url = url
+
+
+class Client:
+    """A client of one hpo controller.
+
+    Args:
+        base_url: the controller, e.g. ``http://127.0.0.1:8000``.
+        token: a bearer token sent with every request (for deployments behind an auth proxy;
+            trial tokens are handled per trial by :meth:`ask`).
+        timeout: seconds per request.
+        http: an httpx client to use instead of building one (tests pass the app's).
+
+    Example::
+
+        client = Client("http://127.0.0.1:8000")
+        client.create_study("study.yaml")
+        trial = client.ask("vit-asha")
+        for epoch in range(1, 10):
+            if trial.report(epoch, {"val_accuracy": train_one_epoch(**trial.params)}):
+                break  # early-stopped
+        else:
+            trial.complete({"val_accuracy": evaluate()})
+        print(client.best_config("vit-asha"))
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        http: httpx.Client | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = http or httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
+        self.base_url = str(self._http.base_url)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise HPOClientError(
+                0, f"cannot reach the hpo controller at {self.base_url} ({exc}); is `hpo serve` "
+                "running there?", method=method, url=path,
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("detail", response.text)
+            except ValueError:
+                message = response.text
+            raise HPOClientError(response.status_code, str(message), method=method, url=path)
+        return response.json() if response.content else None
+
+    # studies
+    def create_study(self, spec: StudySpec | dict[str, Any] | str | Path) -> StudyPublic:
+        """Create a study from a spec, a dict, or the path of a YAML file."""
+        if isinstance(spec, (str, Path)):
+            spec = load_spec(spec)
+        body = spec.model_dump(mode="json", exclude={"preset"}) if isinstance(
+            spec, StudySpec
+        ) else spec
+        if isinstance(spec, StudySpec) and spec.preset:
+            body["search_space"] = spec.preset
+        return StudyPublic.model_validate(self._request("POST", "/api/v1/studies", json=body))
+
+    def get_study(self, study: str | int) -> StudyPublic:
+        return StudyPublic.model_validate(self._request("GET", f"/api/v1/studies/{study}"))
+
+    def list_studies(self, *, status: str | None = None) -> list[StudyPublic]:
+        params = {"status": status} if status else {}
+        return _all_pages(self, "/api/v1/studies", params, StudyPublic)
+
+    def cancel_study(self, study: str | int) -> StudyPublic:
+        return StudyPublic.model_validate(
+            self._request("POST", f"/api/v1/studies/{study}/cancel")
+        )
+
+    def delete_study(self, study: str | int) -> None:
+        self._request("DELETE", f"/api/v1/studies/{study}")
+
+    # results
+    def trials(self, study: str | int, *, state: str | None = None) -> list[TrialPublic]:
+        params = {"state": state} if state else {}
+        return _all_pages(self, f"/api/v1/studies/{study}/trials", params, TrialPublic)
+
+    def trial(self, study: str | int, number: int) -> TrialDetail:
+        return TrialDetail.model_validate(
+            self._request("GET", f"/api/v1/studies/{study}/trials/{number}")
+        )
+
+    def best(self, study: str | int) -> BestTrial:
+        return BestTrial.model_validate(self._request("GET", f"/api/v1/studies/{study}/best"))
+
+    def best_config(self, study: str | int) -> dict[str, Any]:
+        """The parameters of the best completed trial, ready to train with."""
+        return self.best(study).params
+
+    # the trial protocol
+    def ask(self, study: str | int, *, worker: str | None = None) -> Trial:
+        """Take the next trial of ``study`` to run."""
+        data = self._request(
+            "POST", f"/api/v1/studies/{study}/trials", json={"worker": worker} if worker else None
+        )
+        return Trial(self, TrialAssignment.model_validate(data))
+
+
+class Trial:
+    """One trial handed out by :meth:`Client.ask`: its parameters and its protocol calls."""
+
+    def __init__(self, client: Client, assignment: TrialAssignment) -> None:
+        self._client = client
+        self.study = assignment.study
+        self.number = assignment.number
+        self.params = assignment.params
+        self._token = assignment.token
+        self.should_stop = False
+
+    def __repr__(self) -> str:
+        return f"Trial(study={self.study!r}, number={self.number}, params={self.params!r})"
+
+    def _post(self, action: str, body: dict[str, Any]) -> Any:
+        return self._client._request(
+            "POST",
+            f"/api/v1/studies/{self.study}/trials/{self.number}/{action}",
+            json=body,
+            headers={"Authorization": f"Bearer {self._token}"},
+        )
+
+    def report(self, step: int, metrics: dict[str, float]) -> bool:
+        """Report one step's metrics; True means stop now (the trial was early-stopped)."""
+        self.should_stop = bool(self._post("reports", {"step": step, "metrics": metrics})[
+            "should_stop"
+        ])
+        return self.should_stop
+
+    def complete(self, metrics: dict[str, float]) -> TrialDetail:
+        """Finish the trial; ``metrics`` must hold the study's objective metric."""
+        return TrialDetail.model_validate(self._post("complete", {"metrics": metrics}))
+
+    def fail(self, reason: str) -> TrialDetail:
+        """Finish the trial as failed; the study goes on."""
+        return TrialDetail.model_validate(self._post("fail", {"reason": reason}))
+
+
+def _all_pages(client: Client, path: str, params: dict[str, Any], model: Any) -> list[Any]:
+    items: list[Any] = []
+    while True:
+        page = Page[model].model_validate(  # type: ignore[valid-type]
+            client._request("GET", path, params={**params, "limit": 1000, "offset": len(items)})
+        )
+        items.extend(page.data)
+        if not page.data or len(items) >= page.count:
+            return items

@@ -1,0 +1,33 @@
+"""The service layer: one transaction per operation, keyword-only arguments.
+
+Routes and the CLI call these; they read and write the database, ask the pure code in
+:mod:`hpo.algorithms` and :mod:`hpo.budget` for decisions, and raise :class:`hpo.HPOError`
+subclasses for anything a user got wrong.
+"""
+
+from ._studies import (
+    BUILTIN_WORKLOADS,
+    best_trial,
+    cancel_study,
+    create_study,
+    delete_study,
+    get_study,
+    list_studies,
+)
+from ._trials import ask, complete, fail, get_trial, list_trials, report
+
+__all__ = [
+    "BUILTIN_WORKLOADS",
+    "ask",
+    "best_trial",
+    "cancel_study",
+    "complete",
+    "create_study",
+    "delete_study",
+    "fail",
+    "get_study",
+    "get_trial",
+    "list_studies",
+    "list_trials",
+    "report",
+]
