@@ -64,3 +64,60 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'hpo.db'}"
     return str(request.getfixturevalue("fresh_postgres"))
+
+
+def make_spec(name: str = "s1", **overrides: object) -> dict[str, object]:
+    """A small valid study spec as a JSON-ready dict; keyword arguments replace top-level keys."""
+    spec: dict[str, object] = {
+        "name": name,
+        "objective": {"metric": "acc", "direction": "maximize"},
+        "search_space": {
+            "x": {"type": "float", "low": 0.0, "high": 1.0},
+            "n": {"type": "int", "low": 1, "high": 4},
+            "opt": {"type": "categorical", "choices": ["adam", "sgd"]},
+        },
+        "algorithm": {"name": "random", "seed": 7},
+        "budget": {"max_trials": 20, "max_epochs": 5},
+    }
+    spec.update(overrides)
+    return spec
+
+
+@pytest.fixture
+def app(db_url: str):  # type: ignore[no-untyped-def]
+    from api import create_app
+    from hpo.settings import Settings
+
+    application = create_app(Settings(database_url=db_url))
+    yield application
+    application.state.db.dispose()
+
+
+@pytest.fixture
+def api(app):  # type: ignore[no-untyped-def]
+    """An httpx client of the real app (in process)."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as http:
+        yield http
+
+
+@pytest.fixture
+def client(api):  # type: ignore[no-untyped-def]
+    """The hpo Python client, talking to the real app."""
+    from hpo.client import Client
+
+    return Client(http=api)
+
+
+def row_counts(url: str) -> dict[str, int]:
+    """Rows in each of our tables and Optuna's, to prove a rejected request wrote nothing."""
+    tables = ["hpo_studies", "hpo_trial_runs", "hpo_metrics", "studies", "trials",
+              "trial_params", "trial_values", "trial_intermediate_values"]
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())
+                    for t in tables}
+    finally:
+        engine.dispose()

@@ -27,9 +27,11 @@ def build_sampler(
     algorithm: AlgorithmSpec, space: Space, *, trial_number: int
 ) -> optuna.samplers.BaseSampler:
     """The Optuna sampler that draws trial ``trial_number`` under ``algorithm``."""
-    seed = trial_seed(algorithm.seed, trial_number)
     if algorithm.name == "grid":
-        return optuna.samplers.GridSampler(grid_points(space), seed=seed)
+        # GridSampler shuffles the grid once with its seed and gives trial n the n-th point,
+        # so it needs the study's own seed, the same for every ask.
+        return optuna.samplers.GridSampler(grid_points(space), seed=algorithm.seed)
+    seed = trial_seed(algorithm.seed, trial_number)
     if algorithm.name == "bayesian":
         if algorithm.model == "gp":
             return optuna.samplers.GPSampler(
