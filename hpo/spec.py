@@ -304,7 +304,9 @@ def format_errors(errors: list[Any]) -> str:
             msg = "required field is missing"
         elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
             msg = "'type' must be one of float, int, categorical"
-        elif "input" in err and kind not in ("value_error", "json_invalid") and _short(err["input"]):
+        elif (
+            "input" in err and kind not in ("value_error", "json_invalid") and _short(err["input"])
+        ):
             msg = f"{msg} (got {err['input']!r})"
         loc = ".".join(parts)
         lines.append(f"{loc}: {msg}" if loc else msg)

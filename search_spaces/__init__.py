@@ -23,7 +23,9 @@ def names() -> list[str]:
     """Sorted names of every preset that ships with hpo."""
     folder = resources.files(__name__)
     return sorted(
-        entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml")
+        entry.name.removesuffix(".yaml")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".yaml")
     )
 
 

@@ -62,20 +62,47 @@ class ThrowawayPostgres:
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
             os.chown(self.root, owner.pw_uid, owner.pw_gid)
-        self._run([shutil.which("initdb") or "initdb", "-D", str(self.data), "-U", "postgres",
-                   "--auth=trust", "--no-sync", "-E", "UTF8"])
+        self._run(
+            [
+                shutil.which("initdb") or "initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
+        )
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
-        self._run([shutil.which("pg_ctl") or "pg_ctl", "-D", str(self.data), "-o", options,
-                   "-l", str(self.root / "log"), "-w", "-t", "60", "start"])
+        self._run(
+            [
+                shutil.which("pg_ctl") or "pg_ctl",
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-l",
+                str(self.root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         return self
 
     def stop(self) -> None:
         if self.data.exists():
-            subprocess.run(_as_owner(["pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"]),
-                           capture_output=True, timeout=60)
+            subprocess.run(
+                _as_owner(["pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"]),
+                capture_output=True,
+                timeout=60,
+            )
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> ThrowawayPostgres:

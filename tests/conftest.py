@@ -32,8 +32,7 @@ def postgres_url() -> Iterator[str]:
         server.start()
     except PostgresUnavailable as exc:
         server.stop()
-        pytest.fail(f"could not start the throwaway PostgreSQL for the tests: {exc}",
-                    pytrace=False)
+        pytest.fail(f"could not start the throwaway PostgreSQL for the tests: {exc}", pytrace=False)
     try:
         yield server.url
     finally:
@@ -112,12 +111,21 @@ def client(api):  # type: ignore[no-untyped-def]
 
 def row_counts(url: str) -> dict[str, int]:
     """Rows in each of our tables and Optuna's, to prove a rejected request wrote nothing."""
-    tables = ["hpo_studies", "hpo_trial_runs", "hpo_metrics", "studies", "trials",
-              "trial_params", "trial_values", "trial_intermediate_values"]
+    tables = [
+        "hpo_studies",
+        "hpo_trial_runs",
+        "hpo_metrics",
+        "studies",
+        "trials",
+        "trial_params",
+        "trial_values",
+        "trial_intermediate_values",
+    ]
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())
-                    for t in tables}
+            return {
+                t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()) for t in tables
+            }
     finally:
         engine.dispose()

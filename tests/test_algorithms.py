@@ -41,8 +41,15 @@ def pg_client(fresh_postgres):
 
 
 def _run(client: Client, name: str, algorithm: dict, n: int = 30) -> float:
-    client.create_study({"name": name, "objective": {"metric": "score"}, "search_space": SPACE,
-                         "algorithm": algorithm, "budget": {"max_trials": n}})
+    client.create_study(
+        {
+            "name": name,
+            "objective": {"metric": "score"},
+            "search_space": SPACE,
+            "algorithm": algorithm,
+            "budget": {"max_trials": n},
+        }
+    )
     for _ in range(n):
         trial = client.ask(name)
         trial.complete({"score": bowl(trial.params)})
@@ -59,8 +66,9 @@ def test_tpe_beats_random_search_in_most_seeds(pg_client):
 
 
 def test_gp_model_samples_and_improves_on_its_startup(pg_client):
-    best = _run(pg_client, "gp", {"name": "bayesian", "model": "gp", "seed": 0,
-                                  "n_startup_trials": 5}, n=12)
+    best = _run(
+        pg_client, "gp", {"name": "bayesian", "model": "gp", "seed": 0, "n_startup_trials": 5}, n=12
+    )
     trials = pg_client.trials("gp")
     startup_best = max(t.value for t in trials[:5] if t.value is not None)
     assert len(trials) == 12 and best >= startup_best
@@ -71,18 +79,23 @@ def _curve(quality: float, epoch: int) -> float:
 
 
 def test_asha_stops_most_trials_early_and_the_best_ran_to_the_end(pg_client):
-    pg_client.create_study({
-        "name": "asha", "objective": {"metric": "val_accuracy"},
-        "search_space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
-        "algorithm": {"name": "asha", "seed": 0, "reduction_factor": 3, "grace_period": 1},
-        "budget": {"max_trials": 27, "max_epochs": 9},
-    })
+    pg_client.create_study(
+        {
+            "name": "asha",
+            "objective": {"metric": "val_accuracy"},
+            "search_space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+            "algorithm": {"name": "asha", "seed": 0, "reduction_factor": 3, "grace_period": 1},
+            "budget": {"max_trials": 27, "max_epochs": 9},
+        }
+    )
     reached = {1: 0, 3: 0, 9: 0}
     for _ in range(27):
         trial = pg_client.ask("asha")
         quality = 1 - (trial.params["x"] - 0.6) ** 2
         for epoch in range(1, 10):
-            if trial.report(epoch, {"val_accuracy": _curve(quality, epoch), "train_loss": 1 - quality}):
+            if trial.report(
+                epoch, {"val_accuracy": _curve(quality, epoch), "train_loss": 1 - quality}
+            ):
                 break
         else:
             trial.complete({"val_accuracy": _curve(quality, 9)})
@@ -104,13 +117,20 @@ def test_asha_stops_most_trials_early_and_the_best_ran_to_the_end(pg_client):
 
 @pytest.mark.parametrize("rule", ["hyperband", "median"])
 def test_other_early_stopping_rules_combine_with_bayesian(pg_client, rule):
-    pg_client.create_study({
-        "name": f"bo-{rule}", "objective": {"metric": "loss", "direction": "minimize"},
-        "search_space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
-        "algorithm": {"name": "bayesian", "seed": 1, "early_stopping": rule,
-                      "n_startup_trials": 4},
-        "budget": {"max_trials": 16, "max_epochs": 9},
-    })
+    pg_client.create_study(
+        {
+            "name": f"bo-{rule}",
+            "objective": {"metric": "loss", "direction": "minimize"},
+            "search_space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+            "algorithm": {
+                "name": "bayesian",
+                "seed": 1,
+                "early_stopping": rule,
+                "n_startup_trials": 4,
+            },
+            "budget": {"max_trials": 16, "max_epochs": 9},
+        }
+    )
     for _ in range(16):
         trial = pg_client.ask(f"bo-{rule}")
         for epoch in range(1, 10):

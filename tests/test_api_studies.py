@@ -15,7 +15,11 @@ def test_create_returns_the_study_and_it_can_be_read_by_name_and_id(api):
     assert body["name"] == "alpha" and body["status"] == "running"
     assert body["size"] == 20 and body["n_trials"] == 0 and body["best"] is None
     assert body["trial_counts"] == {
-        "running": 0, "completed": 0, "pruned": 0, "failed": 0, "cancelled": 0
+        "running": 0,
+        "completed": 0,
+        "pruned": 0,
+        "failed": 0,
+        "cancelled": 0,
     }
     by_name = api.get("/api/v1/studies/alpha").json()
     by_id = api.get(f"/api/v1/studies/{body['id']}").json()
@@ -39,37 +43,67 @@ def test_list_is_an_envelope_newest_first_with_status_filter(api):
 def test_preset_search_space_is_resolved_and_named(api):
     resp = api.post(
         "/api/v1/studies",
-        json=make_spec("vit", search_space="transformer-small",
-                       algorithm={"name": "asha", "seed": 0}, budget={"max_epochs": 9}),
+        json=make_spec(
+            "vit",
+            search_space="transformer-small",
+            algorithm={"name": "asha", "seed": 0},
+            budget={"max_epochs": 9},
+        ),
     )
     assert resp.status_code == 201, resp.text
     spec = resp.json()["spec"]
     assert spec["preset"] == "transformer-small"
     assert set(spec["search_space"]) == {
-        "learning_rate", "batch_size", "dropout", "num_heads", "num_layers"
+        "learning_rate",
+        "batch_size",
+        "dropout",
+        "num_heads",
+        "num_layers",
     }
     assert spec["search_space"]["learning_rate"]["log"] is True
 
 
 BAD_SPECS = [
-    ("unknown algorithm", make_spec(algorithm={"name": "hillclimb"}), "unknown algorithm 'hillclimb'"),
-    ("grid over a continuous float", make_spec(algorithm={"name": "grid"}),
-     "grid search needs a finite set of values for 'x'"),
-    ("low > high", make_spec(search_space={"x": {"type": "float", "low": 2, "high": 1}}),
-     "must be low < high"),
+    (
+        "unknown algorithm",
+        make_spec(algorithm={"name": "hillclimb"}),
+        "unknown algorithm 'hillclimb'",
+    ),
+    (
+        "grid over a continuous float",
+        make_spec(algorithm={"name": "grid"}),
+        "grid search needs a finite set of values for 'x'",
+    ),
+    (
+        "low > high",
+        make_spec(search_space={"x": {"type": "float", "low": 2, "high": 1}}),
+        "must be low < high",
+    ),
     ("empty search space", make_spec(search_space={}), "search_space is empty"),
     ("negative budget", make_spec(budget={"max_trials": -4}), "budget.max_trials"),
-    ("unknown preset", make_spec(search_space="transformer-huge"),
-     "unknown search-space preset 'transformer-huge'"),
+    (
+        "unknown preset",
+        make_spec(search_space="transformer-huge"),
+        "unknown search-space preset 'transformer-huge'",
+    ),
     ("unknown workload", make_spec(workload={"name": "mystery"}), "unknown workload 'mystery'"),
-    ("log scale from zero", make_spec(search_space={"lr": {"type": "float", "low": 0, "high": 1,
-                                                           "log": True}}), "log scale needs low > 0"),
+    (
+        "log scale from zero",
+        make_spec(search_space={"lr": {"type": "float", "low": 0, "high": 1, "log": True}}),
+        "log scale needs low > 0",
+    ),
     ("misspelt field", make_spec(budget={"max_trails": 3}), "budget.max_trails: unknown field"),
-    ("eta of one", make_spec(algorithm={"name": "asha", "reduction_factor": 1}),
-     "reduction_factor is 1, but must be reduction_factor >= 2"),
+    (
+        "eta of one",
+        make_spec(algorithm={"name": "asha", "reduction_factor": 1}),
+        "reduction_factor is 1, but must be reduction_factor >= 2",
+    ),
     ("bad param type", make_spec(search_space={"x": {"type": "complex"}}), "'type' must be one of"),
-    ("missing objective", {k: v for k, v in make_spec().items() if k != "objective"},
-     "objective: required field is missing"),
+    (
+        "missing objective",
+        {k: v for k, v in make_spec().items() if k != "objective"},
+        "objective: required field is missing",
+    ),
 ]
 
 
@@ -84,8 +118,9 @@ def test_bad_spec_is_422_naming_the_problem_and_stores_nothing(api, db_url, case
 
 def test_malformed_json_is_422_and_stores_nothing(api, db_url):
     before = row_counts(db_url)
-    resp = api.post("/api/v1/studies", content=b'{"name": "x", ',
-                    headers={"Content-Type": "application/json"})
+    resp = api.post(
+        "/api/v1/studies", content=b'{"name": "x", ', headers={"Content-Type": "application/json"}
+    )
     assert resp.status_code == 422
     assert "not valid JSON" in resp.json()["detail"]
     assert row_counts(db_url) == before
@@ -102,8 +137,12 @@ def test_duplicate_name_is_409_and_changes_nothing(api, db_url):
 
 
 def test_unknown_study_is_404_with_a_hint(api):
-    for path in ("/api/v1/studies/nope", "/api/v1/studies/nope/trials", "/api/v1/studies/nope/best",
-                 "/api/v1/studies/999"):
+    for path in (
+        "/api/v1/studies/nope",
+        "/api/v1/studies/nope/trials",
+        "/api/v1/studies/nope/best",
+        "/api/v1/studies/999",
+    ):
         resp = api.get(path)
         assert resp.status_code == 404, path
         assert "no study" in resp.json()["detail"]
@@ -125,8 +164,11 @@ def test_cancel_stops_asks_and_tells_running_trials_to_stop(api):
     assert cancelled.json()["trial_counts"]["cancelled"] == 1
     ask = api.post("/api/v1/studies/c/trials")
     assert ask.status_code == 409 and "cancelled" in ask.json()["detail"]
-    report = api.post(f"/api/v1/studies/c/trials/{trial['number']}/reports",
-                      json={"step": 1, "metrics": {"acc": 0.5}}, headers=auth)
+    report = api.post(
+        f"/api/v1/studies/c/trials/{trial['number']}/reports",
+        json={"step": 1, "metrics": {"acc": 0.5}},
+        headers=auth,
+    )
     assert report.status_code == 200 and report.json() == {"should_stop": True}
     detail = api.get(f"/api/v1/studies/c/trials/{trial['number']}").json()
     assert detail["state"] == "cancelled"
@@ -137,9 +179,11 @@ def test_delete_removes_the_study_and_everything_it_recorded(api, db_url):
     before = row_counts(db_url)
     api.post("/api/v1/studies", json=make_spec("gone"))
     trial = api.post("/api/v1/studies/gone/trials").json()
-    api.post(f"/api/v1/studies/gone/trials/{trial['number']}/reports",
-             json={"step": 1, "metrics": {"acc": 0.1}},
-             headers={"Authorization": f"Bearer {trial['token']}"})
+    api.post(
+        f"/api/v1/studies/gone/trials/{trial['number']}/reports",
+        json={"step": 1, "metrics": {"acc": 0.1}},
+        headers={"Authorization": f"Bearer {trial['token']}"},
+    )
     resp = api.delete("/api/v1/studies/gone")
     assert resp.status_code == 204
     assert api.get("/api/v1/studies/gone").status_code == 404
@@ -153,7 +197,10 @@ def test_search_space_presets_are_listed(api):
     assert {"transformer-small", "transformer-grid", "bert-finetune"} <= set(names)
     bert = next(p for p in listing["data"] if p["name"] == "bert-finetune")
     assert bert["parameters"]["learning_rate"] == {
-        "type": "float", "low": 1e-5, "high": 5e-5, "log": True
+        "type": "float",
+        "low": 1e-5,
+        "high": 5e-5,
+        "log": True,
     }
     assert bert["parameters"]["batch_size"]["choices"] == [8, 16, 32]
     assert {"warmup_ratio", "weight_decay", "dropout"} <= set(bert["parameters"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+
 import optuna
 import pytest
 
@@ -24,8 +25,11 @@ def _ask(api, study="s1"):
 
 
 def _post(api, trial, action, body, study="s1", auth=None):
-    return api.post(f"/api/v1/studies/{study}/trials/{trial['number']}/{action}", json=body,
-                    headers=trial["auth"] if auth is None else auth)
+    return api.post(
+        f"/api/v1/studies/{study}/trials/{trial['number']}/{action}",
+        json=body,
+        headers=trial["auth"] if auth is None else auth,
+    )
 
 
 def test_grid_hands_out_the_cartesian_product_once_then_409(api):
@@ -45,8 +49,9 @@ def test_grid_hands_out_the_cartesian_product_once_then_409(api):
 
 
 def test_grid_size_is_capped_by_max_trials(api):
-    spec = make_spec("g5", search_space=GRID_SPACE, algorithm={"name": "grid"},
-                     budget={"max_trials": 5})
+    spec = make_spec(
+        "g5", search_space=GRID_SPACE, algorithm={"name": "grid"}, budget={"max_trials": 5}
+    )
     assert api.post("/api/v1/studies", json=spec).json()["size"] == 5
     params = [tuple(sorted(_ask(api, "g5")["params"].items())) for _ in range(5)]
     assert len(set(params)) == 5
@@ -71,8 +76,15 @@ def test_reports_come_back_per_step_with_every_metric(api):
     api.post("/api/v1/studies", json=make_spec())
     trial = _ask(api)
     for step in (1, 2, 3):
-        resp = _post(api, trial, "reports", {"step": step, "metrics": {
-            "acc": 0.1 * step, "train_loss": 1.0 / step, "epoch_seconds": 2.5}})
+        resp = _post(
+            api,
+            trial,
+            "reports",
+            {
+                "step": step,
+                "metrics": {"acc": 0.1 * step, "train_loss": 1.0 / step, "epoch_seconds": 2.5},
+            },
+        )
         assert resp.status_code == 200 and resp.json() == {"should_stop": False}
     done = _post(api, trial, "complete", {"metrics": {"acc": 0.35, "test_acc": 0.33}})
     assert done.status_code == 200, done.text
@@ -81,7 +93,8 @@ def test_reports_come_back_per_step_with_every_metric(api):
     assert detail["params"] == trial["params"]
     assert [r["step"] for r in detail["reports"]] == [1, 2, 3]
     assert detail["reports"][1]["metrics"] == pytest.approx(
-        {"acc": 0.2, "train_loss": 0.5, "epoch_seconds": 2.5})
+        {"acc": 0.2, "train_loss": 0.5, "epoch_seconds": 2.5}
+    )
     assert detail["final_metrics"] == {"acc": 0.35, "test_acc": 0.33}
     assert detail["last_step"] == 3
     assert detail["runs"][0]["state"] == "completed" and detail["runs"][0]["attempt"] == 1
@@ -92,9 +105,11 @@ def test_finished_trial_refuses_report_complete_and_fail_with_409(api, db_url):
     trial = _ask(api)
     assert _post(api, trial, "complete", {"metrics": {"acc": 0.9}}).status_code == 200
     before = row_counts(db_url)
-    for action, body in [("reports", {"step": 9, "metrics": {"acc": 0.1}}),
-                         ("complete", {"metrics": {"acc": 0.1}}),
-                         ("fail", {"reason": "late"})]:
+    for action, body in [
+        ("reports", {"step": 9, "metrics": {"acc": 0.1}}),
+        ("complete", {"metrics": {"acc": 0.1}}),
+        ("fail", {"reason": "late"}),
+    ]:
         resp = _post(api, trial, action, body)
         assert resp.status_code == 409, action
         assert "already completed" in resp.json()["detail"]
@@ -111,7 +126,9 @@ def test_trial_token_is_required_and_checked(api, db_url):
     assert missing.status_code == 401 and "Authorization: Bearer" in missing.json()["detail"]
     wrong = _post(api, mine, "reports", body, auth=other["auth"])
     assert wrong.status_code == 403 and "token does not belong" in wrong.json()["detail"]
-    assert _post(api, mine, "complete", {"metrics": {"acc": 1}}, auth=other["auth"]).status_code == 403
+    assert (
+        _post(api, mine, "complete", {"metrics": {"acc": 1}}, auth=other["auth"]).status_code == 403
+    )
     assert row_counts(db_url) == before
 
 
@@ -119,27 +136,36 @@ def test_report_for_an_unknown_trial_is_404_and_stores_nothing(api, db_url):
     api.post("/api/v1/studies", json=make_spec())
     trial = _ask(api)
     before = row_counts(db_url)
-    resp = api.post("/api/v1/studies/s1/trials/57/reports",
-                    json={"step": 1, "metrics": {"acc": 0.5}}, headers=trial["auth"])
+    resp = api.post(
+        "/api/v1/studies/s1/trials/57/reports",
+        json={"step": 1, "metrics": {"acc": 0.5}},
+        headers=trial["auth"],
+    )
     assert resp.status_code == 404
     assert "has no trial 57" in resp.json()["detail"]
     assert row_counts(db_url) == before
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"step": 1, "metrics": {"loss": 0.5}}, "no value for the objective metric 'acc'"),
-    ('{"step": 1, "metrics": {"acc": NaN, "loss": Infinity}}', "not finite"),
-    ({"step": -1, "metrics": {"acc": 0.5}}, "step"),
-    ({"step": 1, "metrics": {}}, "metrics"),
-    ({"step": "one", "metrics": {"acc": 0.5}}, "step"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"step": 1, "metrics": {"loss": 0.5}}, "no value for the objective metric 'acc'"),
+        ('{"step": 1, "metrics": {"acc": NaN, "loss": Infinity}}', "not finite"),
+        ({"step": -1, "metrics": {"acc": 0.5}}, "step"),
+        ({"step": 1, "metrics": {}}, "metrics"),
+        ({"step": "one", "metrics": {"acc": 0.5}}, "step"),
+    ],
+)
 def test_bad_report_is_422_naming_the_problem(api, db_url, body, message):
     api.post("/api/v1/studies", json=make_spec())
     trial = _ask(api)
     before = row_counts(db_url)
     if isinstance(body, str):  # JSON with NaN, as Python's json module writes it
-        resp = api.post(f"/api/v1/studies/s1/trials/{trial['number']}/reports", content=body,
-                        headers={**trial["auth"], "Content-Type": "application/json"})
+        resp = api.post(
+            f"/api/v1/studies/s1/trials/{trial['number']}/reports",
+            content=body,
+            headers={**trial["auth"], "Content-Type": "application/json"},
+        )
     else:
         resp = _post(api, trial, "reports", body)
     assert resp.status_code == 422
@@ -187,7 +213,12 @@ def test_trial_list_filters_by_state_and_pages(api):
     listing = api.get("/api/v1/studies/s1/trials").json()
     assert listing["count"] == 5 and [t["number"] for t in listing["data"]] == [0, 1, 2, 3, 4]
     assert [t["state"] for t in listing["data"]] == [
-        "completed", "failed", "running", "running", "running"]
+        "completed",
+        "failed",
+        "running",
+        "running",
+        "running",
+    ]
     running = api.get("/api/v1/studies/s1/trials", params={"state": "running"}).json()
     assert running["count"] == 3
     page = api.get("/api/v1/studies/s1/trials", params={"limit": 2, "offset": 2}).json()

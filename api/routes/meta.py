@@ -19,8 +19,9 @@ router = APIRouter(tags=["meta"])
 def list_search_spaces() -> Page[SearchSpacePublic]:
     """The named presets a study's ``search_space`` may refer to."""
     data = [
-        SearchSpacePublic(name=n, description=search_spaces.describe(n),
-                          parameters=search_spaces.load(n))
+        SearchSpacePublic(
+            name=n, description=search_spaces.describe(n), parameters=search_spaces.load(n)
+        )
         for n in search_spaces.names()
     ]
     return Page(data=data, count=len(data))

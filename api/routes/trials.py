@@ -65,9 +65,7 @@ def report(study: str, number: int, body: ReportIn, db: DbDep, token: TokenDep) 
 
 
 @router.post("/{number}/complete", response_model=TrialDetail)
-def complete(
-    study: str, number: int, body: CompleteIn, db: DbDep, token: TokenDep
-) -> TrialPublic:
+def complete(study: str, number: int, body: CompleteIn, db: DbDep, token: TokenDep) -> TrialPublic:
     """Finish the trial; its objective value is ``metrics[objective.metric]``."""
     return service.complete(db, ref=study, number=number, token=token, metrics=body.metrics)
 

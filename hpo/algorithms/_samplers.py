@@ -34,9 +34,7 @@ def build_sampler(
     seed = trial_seed(algorithm.seed, trial_number)
     if algorithm.name == "bayesian":
         if algorithm.model == "gp":
-            return optuna.samplers.GPSampler(
-                seed=seed, n_startup_trials=algorithm.n_startup_trials
-            )
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=algorithm.n_startup_trials)
         return optuna.samplers.TPESampler(
             seed=seed,
             multivariate=True,

@@ -19,7 +19,9 @@ Space = dict[str, FloatParam | IntParam | CategoricalParam]
 def distributions(space: Space, *, grid: bool = False) -> dict[str, BaseDistribution]:
     """Optuna distributions for ``space``; with ``grid`` every parameter becomes its value list."""
     if grid:
-        return {name: CategoricalDistribution(values) for name, values in grid_points(space).items()}
+        return {
+            name: CategoricalDistribution(values) for name, values in grid_points(space).items()
+        }
     out: dict[str, BaseDistribution] = {}
     for name, param in space.items():
         if isinstance(param, FloatParam):

@@ -78,8 +78,11 @@ class Client:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise HPOClientError(
-                0, f"cannot reach the hpo controller at {self.base_url} ({exc}); is `hpo serve` "
-                "running there?", method=method, url=path,
+                0,
+                f"cannot reach the hpo controller at {self.base_url} ({exc}); is `hpo serve` "
+                "running there?",
+                method=method,
+                url=path,
             ) from exc
         if response.status_code >= 400:
             try:
@@ -94,9 +97,11 @@ class Client:
         """Create a study from a spec, a dict, or the path of a YAML file."""
         if isinstance(spec, (str, Path)):
             spec = load_spec(spec)
-        body = spec.model_dump(mode="json", exclude={"preset"}) if isinstance(
-            spec, StudySpec
-        ) else spec
+        body = (
+            spec.model_dump(mode="json", exclude={"preset"})
+            if isinstance(spec, StudySpec)
+            else spec
+        )
         if isinstance(spec, StudySpec) and spec.preset:
             body["search_space"] = spec.preset
         return StudyPublic.model_validate(self._request("POST", "/api/v1/studies", json=body))
@@ -109,9 +114,7 @@ class Client:
         return _all_pages(self, "/api/v1/studies", params, StudyPublic)
 
     def cancel_study(self, study: str | int) -> StudyPublic:
-        return StudyPublic.model_validate(
-            self._request("POST", f"/api/v1/studies/{study}/cancel")
-        )
+        return StudyPublic.model_validate(self._request("POST", f"/api/v1/studies/{study}/cancel"))
 
     def delete_study(self, study: str | int) -> None:
         self._request("DELETE", f"/api/v1/studies/{study}")
@@ -166,9 +169,9 @@ class Trial:
 
     def report(self, step: int, metrics: dict[str, float]) -> bool:
         """Report one step's metrics; True means stop now (the trial was early-stopped)."""
-        self.should_stop = bool(self._post("reports", {"step": step, "metrics": metrics})[
-            "should_stop"
-        ])
+        self.should_stop = bool(
+            self._post("reports", {"step": step, "metrics": metrics})["should_stop"]
+        )
         return self.should_stop
 
     def complete(self, metrics: dict[str, float]) -> TrialDetail:
@@ -183,7 +186,7 @@ class Trial:
 def _all_pages(client: Client, path: str, params: dict[str, Any], model: Any) -> list[Any]:
     items: list[Any] = []
     while True:
-        page = Page[model].model_validate(  # type: ignore[valid-type]
+        page = Page[model].model_validate(
             client._request("GET", path, params={**params, "limit": 1000, "offset": len(items)})
         )
         items.extend(page.data)

@@ -26,8 +26,10 @@ def find_study(session: Session, ref: str | int, *, lock: bool = False) -> Study
     """The study named ``ref``, or with numeric id ``ref``; locked FOR UPDATE with ``lock``."""
     query = select(StudyRow)
     text = str(ref)
-    query = query.where(StudyRow.id == int(text)) if text.isdigit() else query.where(
-        StudyRow.name == text
+    query = (
+        query.where(StudyRow.id == int(text))
+        if text.isdigit()
+        else query.where(StudyRow.name == text)
     )
     if lock:
         query = query.with_for_update()
@@ -80,7 +82,9 @@ def load_optuna_study(
 
 
 def running_count(session: Session, study: StudyRow) -> int:
-    query = select(func.count()).select_from(RunRow).where(
-        RunRow.study_id == study.id, RunRow.state == "running"
+    query = (
+        select(func.count())
+        .select_from(RunRow)
+        .where(RunRow.study_id == study.id, RunRow.state == "running")
     )
     return int(session.scalar(query) or 0)

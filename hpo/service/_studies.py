@@ -76,9 +76,7 @@ def list_studies(
         if status:
             query = query.where(StudyRow.status == status)
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.scalars(
-            query.order_by(StudyRow.id.desc()).limit(limit).offset(offset)
-        ).all()
+        rows = session.scalars(query.order_by(StudyRow.id.desc()).limit(limit).offset(offset)).all()
         return [_public(db, session, row) for row in rows], int(total)
 
 
@@ -106,8 +104,9 @@ def cancel_study(db: Database, *, ref: str | int) -> StudyPublic:
             ).all()
             study = load_optuna_study(db, row, spec_of(row))
             for run in runs:
-                study.tell(run.trial_number, state=optuna.trial.TrialState.FAIL,
-                           skip_if_finished=True)
+                study.tell(
+                    run.trial_number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True
+                )
             now = utcnow()
             for run in runs:
                 run.state, run.failure_kind, run.finished_at = "cancelled", "cancelled", now
@@ -141,11 +140,15 @@ def _best(db: Database, row: StudyRow) -> BestTrial | None:
 def trial_counts(session: Session, row: StudyRow) -> dict[str, int]:
     """Trials by state, each trial counted once, by its latest attempt."""
     newer = aliased(RunRow)
-    latest = ~select(newer.id).where(
-        newer.study_id == RunRow.study_id,
-        newer.trial_number == RunRow.trial_number,
-        newer.attempt > RunRow.attempt,
-    ).exists()
+    latest = (
+        ~select(newer.id)
+        .where(
+            newer.study_id == RunRow.study_id,
+            newer.trial_number == RunRow.trial_number,
+            newer.attempt > RunRow.attempt,
+        )
+        .exists()
+    )
     query = (
         select(RunRow.state, func.count())
         .where(RunRow.study_id == row.id, latest)

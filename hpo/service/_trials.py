@@ -60,9 +60,7 @@ def ask(db: Database, *, ref: str | int, worker: str | None = None) -> TrialAssi
             raise error(decision.reason)
         sampler = algorithms.build_sampler(spec.algorithm, spec.space, trial_number=row.handed_out)
         study = load_optuna_study(db, row, spec, sampler=sampler)
-        trial = study.ask(
-            algorithms.distributions(spec.space, grid=spec.algorithm.name == "grid")
-        )
+        trial = study.ask(algorithms.distributions(spec.space, grid=spec.algorithm.name == "grid"))
         token = secrets.token_urlsafe(32)
         try:
             session.add(
@@ -81,12 +79,12 @@ def ask(db: Database, *, ref: str | int, worker: str | None = None) -> TrialAssi
         except BaseException:
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise
-        return TrialAssignment(study=row.name, number=trial.number, params=trial.params, token=token)
+        return TrialAssignment(
+            study=row.name, number=trial.number, params=trial.params, token=token
+        )
 
 
-def _authorized_run(
-    session: Any, row: StudyRow, number: int, token: str | None
-) -> RunRow:
+def _authorized_run(session: Any, row: StudyRow, number: int, token: str | None) -> RunRow:
     run = latest_run(session, row, number, lock=True)
     if not token:
         raise Unauthorized(
@@ -120,7 +118,12 @@ def _objective(spec: StudySpec, metrics: dict[str, float], what: str) -> float:
 
 
 def report(
-    db: Database, *, ref: str | int, number: int, token: str | None, step: int,
+    db: Database,
+    *,
+    ref: str | int,
+    number: int,
+    token: str | None,
+    step: int,
     metrics: dict[str, float],
 ) -> bool:
     """Record one step's metrics; return True when the trial should stop now."""
@@ -148,8 +151,9 @@ def report(
                 study.tell(number, state=TrialState.PRUNED)
         now = utcnow()
         session.add_all(
-            MetricRow(run_id=run.id, study_id=row.id, trial_number=number, step=step,
-                      name=name, value=val)
+            MetricRow(
+                run_id=run.id, study_id=row.id, trial_number=number, step=step, name=name, value=val
+            )
             for name, val in metrics.items()
         )
         run.last_step, run.heartbeat_at = step, now
@@ -178,7 +182,12 @@ def complete(
 
 
 def fail(
-    db: Database, *, ref: str | int, number: int, token: str | None, reason: str,
+    db: Database,
+    *,
+    ref: str | int,
+    number: int,
+    token: str | None,
+    reason: str,
     kind: str = "reported",
 ) -> TrialPublic:
     """Finish a trial as failed with ``reason``; the study goes on."""
@@ -212,8 +221,9 @@ def _state(frozen: FrozenTrial, run: RunRow | None) -> str:
     return _OPTUNA_STATE[frozen.state]
 
 
-def _trial_public(frozen: FrozenTrial, attempts: list[RunRow],
-                  cls: type[TrialPublic] = TrialPublic, **extra: Any) -> TrialPublic:
+def _trial_public(
+    frozen: FrozenTrial, attempts: list[RunRow], cls: type[TrialPublic] = TrialPublic, **extra: Any
+) -> TrialPublic:
     run = attempts[-1] if attempts else None
     return cls(
         number=frozen.number,

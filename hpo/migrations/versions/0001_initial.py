@@ -58,9 +58,7 @@ def upgrade() -> None:
     op.create_index("ix_hpo_trial_runs_study_id", "hpo_trial_runs", ["study_id"])
     op.create_table(
         "hpo_metrics",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
         sa.Column(
             "run_id",
             sa.Integer(),

@@ -1,0 +1,116 @@
+"""The study spec and the pure decision code, without a database or a server."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from hpo import InvalidSpec, load_spec, parse_spec
+from hpo.algorithms import build_pruner, build_sampler, grid_points, grid_size, trial_seed
+from hpo.budget import decide_ask, is_finished, study_size
+from tests.conftest import make_spec
+
+
+def test_yaml_and_json_are_one_schema(tmp_path):
+    spec = make_spec(
+        "yaml-study",
+        search_space="transformer-small",
+        algorithm={"name": "asha", "seed": 0, "reduction_factor": 3, "grace_period": 1},
+        budget={"max_trials": 40, "max_epochs": 9, "parallelism": 4},
+        workload={"name": "external"},
+        resources={"gpus_per_trial": 1, "cpus_per_trial": 1},
+    )
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert load_spec(path) == parse_spec(spec)
+    assert load_spec(path).algorithm.pruner == "asha"
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(InvalidSpec, match="broken.yaml is not valid YAML"):
+        load_spec(path)
+
+
+def test_every_problem_is_reported_at_once():
+    bad = make_spec(algorithm={"name": "anneal"}, budget={"max_trials": 0, "parallelism": -1})
+    with pytest.raises(InvalidSpec) as info:
+        parse_spec(bad)
+    message = info.value.message
+    assert "unknown algorithm 'anneal'" in message
+    assert "budget.max_trials" in message and "budget.parallelism" in message
+
+
+@pytest.mark.parametrize("name", ["123", "has space", "-dash", "x" * 129])
+def test_study_names_must_be_addressable(name):
+    with pytest.raises(InvalidSpec, match="name"):
+        parse_spec(make_spec(name))
+
+
+def test_asha_needs_room_between_grace_period_and_max_epochs():
+    with pytest.raises(InvalidSpec, match="grace_period < max_epochs"):
+        parse_spec(
+            make_spec(algorithm={"name": "asha", "grace_period": 3}, budget={"max_epochs": 3})
+        )
+
+
+def test_grid_points_and_size():
+    spec = parse_spec(
+        make_spec(
+            search_space={
+                "d": {"type": "float", "low": 0.0, "high": 0.5, "step": 0.1},
+                "n": {"type": "int", "low": 1, "high": 6, "step": 2},
+                "c": {"type": "categorical", "choices": ["a", "b"]},
+            },
+            algorithm={"name": "grid"},
+        )
+    )
+    points = grid_points(spec.space)
+    assert points["d"] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    assert points["n"] == [1, 3, 5]
+    assert grid_size(spec.space) == 36
+    assert study_size(spec, 36) == 20  # make_spec's max_trials caps the grid
+
+
+def test_ask_decisions():
+    assert decide_ask(status="running", handed_out=3, size=4, name="s").allowed
+    full = decide_ask(status="running", handed_out=4, size=4, name="s")
+    assert not full.allowed and "all 4 trials were handed out" in full.reason
+    assert decide_ask(status="running", handed_out=10**6, size=None, name="s").allowed
+    assert "cancelled" in decide_ask(status="cancelled", handed_out=0, size=4, name="s").reason
+    assert is_finished(handed_out=4, size=4, running=0)
+    assert not is_finished(handed_out=4, size=4, running=1)
+    assert not is_finished(handed_out=9, size=None, running=0)
+
+
+def test_trial_seeds_are_stable_and_distinct():
+    assert trial_seed(None, 3) is None
+    assert trial_seed(5, 3) == trial_seed(5, 3)
+    assert len({trial_seed(5, n) for n in range(100)}) == 100
+
+
+def test_algorithm_adapters_pick_the_documented_optuna_pieces():
+    import optuna
+
+    spec = parse_spec(
+        make_spec(
+            algorithm={"name": "bayesian", "early_stopping": "asha", "seed": 1},
+            budget={"max_epochs": 27},
+        )
+    )
+    sampler = build_sampler(spec.algorithm, spec.space, trial_number=0)
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    pruner = build_pruner(spec.algorithm, spec.budget)
+    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+    gp = parse_spec(make_spec(algorithm={"name": "bayesian", "model": "gp"}))
+    assert isinstance(
+        build_sampler(gp.algorithm, gp.space, trial_number=0), optuna.samplers.GPSampler
+    )
+    asha = parse_spec(make_spec(algorithm={"name": "asha"}))
+    assert isinstance(
+        build_sampler(asha.algorithm, asha.space, trial_number=0), optuna.samplers.RandomSampler
+    )
+    assert isinstance(
+        build_pruner(parse_spec(make_spec()).algorithm, spec.budget), optuna.pruners.NopPruner
+    )
