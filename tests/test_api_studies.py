@@ -25,6 +25,7 @@ def test_create_returns_the_study_and_it_can_be_read_by_name_and_id(api):
     by_id = api.get(f"/api/v1/studies/{body['id']}").json()
     assert by_name == by_id
     assert by_name["spec"]["search_space"]["opt"]["choices"] == ["adam", "sgd"]
+    assert body["created_at"].endswith(("Z", "+00:00")), "timestamps carry their zone (UTC)"
 
 
 def test_list_is_an_envelope_newest_first_with_status_filter(api):

@@ -232,8 +232,8 @@ def _trial_public(
         value=frozen.value if frozen.state == TrialState.COMPLETE else None,
         last_step=frozen.last_step,
         attempts=len(attempts) or 1,
-        started_at=frozen.datetime_start,
-        finished_at=frozen.datetime_complete,
+        started_at=attempts[0].started_at if attempts else None,
+        finished_at=run.finished_at if run else None,
         **extra,
     )
 
