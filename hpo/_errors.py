@@ -13,6 +13,7 @@ carrying the server's message. The tree::
     ├── BudgetExhausted      409  ask after max_trials or the whole grid was handed out
     ├── StudyNotRunning      409  ask on a cancelled or completed study
     ├── TrialFinished        409  report/complete/fail on a trial that already ended
+    ├── OutOfOrderReport     409  a report for a step at or before the last one reported
     ├── Unauthorized         401  trial protocol call without a token
     └── Forbidden            403  trial protocol call with the wrong token
 
@@ -63,6 +64,10 @@ class StudyNotRunning(HPOError):
 
 
 class TrialFinished(HPOError):
+    status_code = 409
+
+
+class OutOfOrderReport(HPOError):
     status_code = 409
 
 

@@ -231,3 +231,11 @@ def test_openapi_documents_every_endpoint(api):
     for path, methods in expected.items():
         assert path in paths, path
         assert methods <= set(paths[path]), path
+
+
+def test_a_deleted_study_id_is_never_handed_to_a_new_study(api):
+    old = api.post("/api/v1/studies", json=make_spec("old")).json()["id"]
+    assert api.delete("/api/v1/studies/old").status_code == 204
+    new = api.post("/api/v1/studies", json=make_spec("new")).json()["id"]
+    assert new != old
+    assert api.get(f"/api/v1/studies/{old}").status_code == 404

@@ -238,3 +238,17 @@ def test_optuna_load_study_sees_the_service_trials(api, db_url):
     assert study.best_value == pytest.approx(0.6)
     assert study.trials[0].intermediate_values == {1: pytest.approx(0.4)}
     assert study.trials[1].state == optuna.trial.TrialState.RUNNING
+
+
+def test_stepped_floats_come_out_as_a_person_writes_them(api):
+    space = {"dropout": {"type": "float", "low": 0.0, "high": 0.5, "step": 0.1}}
+    api.post("/api/v1/studies", json=make_spec(search_space=space))
+    values = []
+    for _ in range(12):
+        trial = _ask(api)
+        values.append(trial["params"]["dropout"])
+        _post(api, trial, "complete", {"metrics": {"acc": trial["params"]["dropout"]}})
+    assert all(v == round(v, 1) for v in values), values
+    listed = [t["params"]["dropout"] for t in api.get("/api/v1/studies/s1/trials").json()["data"]]
+    assert listed == values
+    assert api.get("/api/v1/studies/s1/best").json()["params"]["dropout"] == max(values)

@@ -114,3 +114,18 @@ def test_algorithm_adapters_pick_the_documented_optuna_pieces():
     assert isinstance(
         build_pruner(parse_spec(make_spec()).algorithm, spec.budget), optuna.pruners.NopPruner
     )
+
+
+def test_gp_is_refused_where_torch_is_missing(monkeypatch):
+    import importlib.util
+
+    from hpo.algorithms import missing_requirements
+
+    gp = parse_spec(make_spec(algorithm={"name": "bayesian", "model": "gp"})).algorithm
+    assert missing_requirements(gp) == []  # torch and scipy are installed for the tests
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    (problem,) = missing_requirements(gp)
+    assert "'gp' needs torch" in problem and "model: tpe" in problem

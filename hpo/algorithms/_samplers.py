@@ -8,6 +8,7 @@ same sequence whichever controller process serves it, and after a restart.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 
 import optuna
 
@@ -21,6 +22,18 @@ def trial_seed(seed: int | None, trial_number: int) -> int | None:
         return None
     digest = hashlib.sha256(f"{seed}:{trial_number}".encode()).digest()
     return int.from_bytes(digest[:4], "big")
+
+
+def missing_requirements(algorithm: AlgorithmSpec) -> list[str]:
+    """What this controller lacks to run ``algorithm`` (checked when a study is created)."""
+    if algorithm.name == "bayesian" and algorithm.model == "gp":
+        missing = [m for m in ("torch", "scipy") if importlib.util.find_spec(m) is None]
+        if missing:
+            return [
+                f"algorithm.model: 'gp' needs {' and '.join(missing)} on the controller, which "
+                "is not installed; install hpo[gp] there, or use model: tpe"
+            ]
+    return []
 
 
 def build_sampler(

@@ -49,3 +49,13 @@ def grid_size(space: Space) -> int:
     for values in grid_points(space).values():
         size *= len(values)
     return size
+
+
+def clean_params(space: Space, params: dict[str, Any]) -> dict[str, Any]:
+    """Params as a person expects them: a stepped float is 0.3, not 0.30000000000000004."""
+    out = dict(params)
+    for name, value in params.items():
+        param = space.get(name)
+        if isinstance(param, FloatParam) and param.step is not None and isinstance(value, float):
+            out[name] = round(value, 12)
+    return out

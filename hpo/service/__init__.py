@@ -6,7 +6,6 @@ subclasses for anything a user got wrong.
 """
 
 from ._studies import (
-    BUILTIN_WORKLOADS,
     best_trial,
     cancel_study,
     create_study,
@@ -17,7 +16,6 @@ from ._studies import (
 from ._trials import ask, complete, fail, get_trial, list_trials, report
 
 __all__ = [
-    "BUILTIN_WORKLOADS",
     "ask",
     "best_trial",
     "cancel_study",

@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 import optuna
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, aliased
 
+from .. import algorithms
 from .._errors import DuplicateStudy, InvalidSpec, NoCompletedTrial, StudyNotRunning
 from ..schemas import BestTrial, StudyPublic
 from ..spec import StudySpec
 from ..storage import Database, MetricRow, RunRow, StudyRow, utcnow
+from ..workloads import check_study_fits
 from ._common import find_study, load_optuna_study, size_of, spec_of
-
-BUILTIN_WORKLOADS = ("external",)
 
 
 def create_study(
-    db: Database, *, spec: StudySpec, workloads: Iterable[str] = BUILTIN_WORKLOADS
+    db: Database, *, spec: StudySpec, workloads: Mapping[str, str] | None = None
 ) -> StudyPublic:
-    """Create a study from a validated spec; nothing is stored if any rule fails."""
-    known = sorted(set(workloads) | set(BUILTIN_WORKLOADS))
-    if spec.workload.name not in known:
-        raise InvalidSpec(
-            f"workload.name: unknown workload {spec.workload.name!r}; "
-            f"known workloads: {', '.join(known)}"
-        )
+    """Create a study from a validated spec; nothing is stored if any rule fails.
+
+    Args:
+        workloads: operator-registered workloads (name -> import path) besides the built-in ones.
+    """
+    problems = algorithms.missing_requirements(spec.algorithm) + check_study_fits(
+        spec.workload.name, list(spec.space), spec.objective.metric, dict(workloads or {})
+    )
+    if problems:
+        raise InvalidSpec("; ".join(problems))
     with db.transaction(write=True) as session:
         if session.scalar(select(StudyRow.id).where(StudyRow.name == spec.name)) is not None:
             raise DuplicateStudy(_duplicate_message(spec.name))
@@ -134,7 +137,8 @@ def _best(db: Database, row: StudyRow) -> BestTrial | None:
     except ValueError:
         return None
     assert best.value is not None
-    return BestTrial(number=best.number, value=best.value, params=best.params)
+    params = algorithms.clean_params(spec_of(row).space, best.params)
+    return BestTrial(number=best.number, value=best.value, params=params)
 
 
 def trial_counts(session: Session, row: StudyRow) -> dict[str, int]:

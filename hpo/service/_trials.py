@@ -14,10 +14,12 @@ from .._errors import (
     BudgetExhausted,
     Forbidden,
     InvalidSpec,
+    OutOfOrderReport,
     StudyNotRunning,
     TrialFinished,
     Unauthorized,
 )
+from ..algorithms._space import Space
 from ..budget import decide_ask, is_finished
 from ..schemas import (
     ReportPublic,
@@ -80,7 +82,10 @@ def ask(db: Database, *, ref: str | int, worker: str | None = None) -> TrialAssi
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise
         return TrialAssignment(
-            study=row.name, number=trial.number, params=trial.params, token=token
+            study=row.name,
+            number=trial.number,
+            params=algorithms.clean_params(spec.space, trial.params),
+            token=token,
         )
 
 
@@ -102,8 +107,8 @@ def _authorized_run(session: Any, row: StudyRow, number: int, token: str | None)
 def _require_running(run: RunRow, row: StudyRow, action: str) -> None:
     if run.state != "running":
         raise TrialFinished(
-            f"trial {run.trial_number} of study {row.name!r} is already {run.state}; "
-            f"it takes no {action}"
+            f"trial {run.trial_number} of study {row.name!r} is already {run.state}, so it "
+            f"cannot {action}; ask for a new trial with POST /api/v1/studies/{row.name}/trials"
         )
 
 
@@ -132,11 +137,11 @@ def report(
         run = _authorized_run(session, row, number, token)
         if run.state == "cancelled":
             return True
-        _require_running(run, row, "reports")
+        _require_running(run, row, "take more reports")
         spec = spec_of(row)
         value = _objective(spec, metrics, "report")
         if run.last_step is not None and step <= run.last_step:
-            raise TrialFinished(
+            raise OutOfOrderReport(
                 f"trial {number} already reported step {run.last_step}; steps must increase, "
                 f"but this report is for step {step}"
             )
@@ -169,7 +174,7 @@ def complete(
     with db.transaction(write=True) as session:
         row = find_study(session, ref)
         run = _authorized_run(session, row, number, token)
-        _require_running(run, row, "complete")
+        _require_running(run, row, "be completed")
         spec = spec_of(row)
         value = _objective(spec, metrics, "complete call")
         running = running_count(session, row)
@@ -194,7 +199,7 @@ def fail(
     with db.transaction(write=True) as session:
         row = find_study(session, ref)
         run = _authorized_run(session, row, number, token)
-        _require_running(run, row, "fail")
+        _require_running(run, row, "be failed")
         spec = spec_of(row)
         running = running_count(session, row)
         study = load_optuna_study(db, row, spec)
@@ -222,13 +227,17 @@ def _state(frozen: FrozenTrial, run: RunRow | None) -> str:
 
 
 def _trial_public(
-    frozen: FrozenTrial, attempts: list[RunRow], cls: type[TrialPublic] = TrialPublic, **extra: Any
+    frozen: FrozenTrial,
+    attempts: list[RunRow],
+    space: Space,
+    cls: type[TrialPublic] = TrialPublic,
+    **extra: Any,
 ) -> TrialPublic:
     run = attempts[-1] if attempts else None
     return cls(
         number=frozen.number,
         state=_state(frozen, run),  # type: ignore[arg-type]
-        params=frozen.params,
+        params=algorithms.clean_params(space, frozen.params),
         value=frozen.value if frozen.state == TrialState.COMPLETE else None,
         last_step=frozen.last_step,
         attempts=len(attempts) or 1,
@@ -251,7 +260,8 @@ def list_trials(
     for run in runs:
         by_number[run.trial_number].append(run)
     frozen = db.optuna_storage.get_all_trials(row.optuna_study_id, deepcopy=False)
-    trials = [_trial_public(t, by_number.get(t.number, [])) for t in frozen]
+    space = spec_of(row).space
+    trials = [_trial_public(t, by_number.get(t.number, []), space) for t in frozen]
     if state:
         trials = [t for t in trials if t.state == state]
     return trials[offset : offset + limit], len(trials)
@@ -277,6 +287,7 @@ def get_trial(db: Database, *, ref: str | int, number: int) -> TrialDetail:
     detail = _trial_public(
         frozen,
         list(runs),
+        spec_of(row).space,
         TrialDetail,
         reports=[ReportPublic(step=s, metrics=v) for s, v in sorted(steps.items())],
         final_metrics=latest.final_metrics,

@@ -56,6 +56,8 @@ class Base(DeclarativeBase):
 
 class StudyRow(Base):
     __tablename__ = "hpo_studies"
+    # never reuse the id of a deleted study: ids are addresses (/api/v1/studies/{id})
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("created_at", _TS, nullable=False),
         sa.Column("updated_at", _TS, nullable=False),
         sa.Column("finished_at", _TS, nullable=True),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "hpo_trial_runs",
