@@ -1,0 +1,319 @@
+"""The ``hpo`` command line: run the controller, migrate its database, manage studies.
+
+``hpo serve`` and ``hpo db upgrade`` open the database; the ``hpo study`` commands talk to a
+running controller through :class:`hpo.client.Client`. FastAPI, uvicorn and the storage layer
+are imported inside the command that needs them, so ``import hpo`` and the client stay light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._errors import HPOError
+from .client import Client, HPOClientError
+
+if TYPE_CHECKING:
+    from .schemas import StudyPublic
+    from .settings import Settings
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+STATES = ("running", "completed", "pruned", "failed", "cancelled")
+STATUSES = ("running", "completed", "cancelled")
+
+
+class CLIError(Exception):
+    """A user mistake the CLI reports as ``error: <message>`` and exit code 1."""
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _database_error(url: str, exc: Exception) -> CLIError:
+    try:
+        shown = _safe_url(url)
+    except Exception:  # the URL itself is what is wrong; never echo a password
+        shown = "(unparsable URL)"
+    reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    if isinstance(exc, ImportError):
+        reason = (
+            f"its driver is not installed ({reason}); name an installed one in the URL, "
+            "e.g. postgresql+psycopg2://..."
+        )
+    return CLIError(f"cannot open database {shown}: {reason}")
+
+
+def _settings(**overrides: Any) -> Settings:
+    """``HPO_*`` env vars, overridden by the flags that were given."""
+    from pydantic import ValidationError
+
+    from .settings import Settings
+    from .spec import format_validation_error
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise CLIError(f"invalid settings: {format_validation_error(exc)}") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(host=args.host, port=args.port, database_url=args.database_url)
+    import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
+
+    import api
+
+    try:
+        app = api.create_app(settings)
+    except (SQLAlchemyError, ImportError) as exc:
+        raise _database_error(settings.database_url, exc) from None
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    base = f"http://{host}:{settings.port}"
+    print(
+        f"hpo serving on {base} (database: {_safe_url(settings.database_url)}) "
+        f"— API docs at {base}/docs",
+        flush=True,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .storage import Database
+
+    url = _settings(database_url=args.database_url).database_url
+    try:
+        db = Database(url)
+        revision = db.current_revision()
+        db.dispose()
+    except (SQLAlchemyError, ImportError) as exc:
+        raise _database_error(url, exc) from None
+    print(f"database {_safe_url(url)} is at revision {revision}")
+    return 0
+
+
+def _algorithm(study: StudyPublic) -> str:
+    algo = study.spec.algorithm
+    text = f"{algo.name} {algo.model}" if algo.name == "bayesian" else algo.name
+    extras = [f"seed {algo.seed}"] if algo.seed is not None else []
+    if algo.early_stopping is not None:  # only when it differs from the algorithm's default
+        extras.append(f"early stopping {algo.early_stopping}")
+    return f"{text} ({', '.join(extras)})" if extras else text
+
+
+def _size(study: StudyPublic) -> str:
+    return "unlimited" if study.size is None else str(study.size)
+
+
+def _best(study: StudyPublic) -> str:
+    return "-" if study.best is None else f"{study.best.value:.6g}"
+
+
+def cmd_study_create(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        with Client(args.url) as client:
+            study = client.create_study(path)
+    except UnicodeDecodeError:
+        raise CLIError(f"{path} is not a UTF-8 text file; give a YAML study spec") from None
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except HPOError as exc:  # a local spec problem, found before anything was sent
+        message = exc.message if exc.message.startswith(str(path)) else f"{path}: {exc.message}"
+        raise CLIError(message) from None
+    print(
+        f"created study {study.name} (id {study.id}): algorithm {_algorithm(study)}, "
+        f"size {_size(study)} trials"
+    )
+    return 0
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
+
+
+def cmd_study_list(args: argparse.Namespace) -> int:
+    with Client(args.url) as client:
+        studies = client.list_studies(status=args.status)
+    if not studies:
+        print("no studies yet" if args.status is None else f"no {args.status} studies")
+        return 0
+    header = ["ID", "NAME", "STATUS", "ALGORITHM", "TRIALS", "BEST"]
+    rows = [
+        [str(s.id), s.name, s.status, s.spec.algorithm.name, f"{s.n_trials}/{_size(s)}", _best(s)]
+        for s in studies
+    ]
+    print(_table(header, rows))
+    return 0
+
+
+def cmd_study_show(args: argparse.Namespace) -> int:
+    with Client(args.url) as client:
+        study = client.get_study(args.study)
+    if args.json:
+        print(study.model_dump_json(indent=2))
+        return 0
+    spec = study.spec
+    budget = [
+        f"{_size(study)} trials",
+        f"{spec.budget.max_epochs} epochs each",
+        f"parallelism {spec.budget.parallelism}",
+    ]
+    if spec.budget.max_wall_seconds is not None:
+        budget.append(f"{spec.budget.max_wall_seconds:g} s wall clock")
+    counts = [f"{study.trial_counts[s]} {s}" for s in STATES if study.trial_counts.get(s)]
+    best = "no completed trial yet"
+    if study.best is not None:
+        best = (
+            f"trial {study.best.number}: {spec.objective.metric} = {study.best.value:.6g} "
+            f"with {json.dumps(study.best.params)}"
+        )
+    lines = [
+        ("study", f"{study.name} (id {study.id})"),
+        ("status", study.status),
+        ("objective", f"{spec.objective.direction} {spec.objective.metric}"),
+        ("algorithm", _algorithm(study)),
+        ("budget", ", ".join(budget)),
+        ("trials", f"{study.n_trials} handed out" + (f": {', '.join(counts)}" if counts else "")),
+        ("best", best),
+    ]
+    print("\n".join(f"{key + ':':<11}{value}" for key, value in lines))
+    return 0
+
+
+def cmd_study_best(args: argparse.Namespace) -> int:
+    with Client(args.url) as client:
+        best = client.best(args.study)
+    if args.json:
+        print(json.dumps(best.params, indent=2))
+        return 0
+    print(f"best trial: {best.number}\nvalue:      {best.value:.6g}\nparams:")
+    for name, value in best.params.items():
+        print(f"  {name}: {json.dumps(value)}")
+    return 0
+
+
+def cmd_study_cancel(args: argparse.Namespace) -> int:
+    with Client(args.url) as client:
+        study = client.cancel_study(args.study)
+    print(f"study {study.name} is {study.status}")
+    return 0
+
+
+def _confirm(question: str) -> bool:
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def cmd_study_delete(args: argparse.Namespace) -> int:
+    if not args.yes:
+        if not (sys.stdin is not None and sys.stdin.isatty()):
+            raise CLIError(
+                f"refusing to delete study {args.study!r} without confirmation; "
+                "pass --yes to delete it non-interactively"
+            )
+        if not _confirm(f"delete study {args.study!r} and everything it recorded?"):
+            print("not deleted")
+            return 1
+    with Client(args.url) as client:
+        client.delete_study(args.study)
+    print(f"deleted study {args.study}")
+    return 0
+
+
+def _group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    parser = sub.add_parser(name, help=help, description=help)
+    parser.set_defaults(func=None, parser=parser)
+    return parser.add_subparsers(title="commands", metavar="COMMAND")
+
+
+def _command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    help: str,
+    parents: list[argparse.ArgumentParser] | None = None,
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=help, parents=parents or [])
+    parser.set_defaults(func=func)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpo", description="Hyperparameter optimization service: controller and studies."
+    )
+    parser.set_defaults(func=None, parser=parser)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    db_url = argparse.ArgumentParser(add_help=False)
+    db_url.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="SQLAlchemy database URL (default: env HPO_DATABASE_URL, else sqlite:///hpo.db)",
+    )
+    serve = _command(sub, "serve", cmd_serve, "run the controller (REST API)", [db_url])
+    serve.add_argument("--host", help="address to bind (default: env HPO_HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: env HPO_PORT, else 8000)")
+    db = _group(sub, "db", "manage the database schema")
+    _command(db, "upgrade", cmd_db_upgrade, "migrate to the current schema", [db_url])
+
+    url = argparse.ArgumentParser(add_help=False)
+    url.add_argument(
+        "--url",
+        default=os.environ.get("HPO_URL", DEFAULT_URL),
+        help="the hpo controller (default: env HPO_URL, else %(default)s)",
+    )
+    ref = argparse.ArgumentParser(add_help=False, parents=[url])
+    ref.add_argument("study", metavar="NAME", help="the study's name (or numeric id)")
+    study = _group(sub, "study", "create, inspect, cancel and delete studies on a controller")
+    create = _command(study, "create", cmd_study_create, "create a study from a YAML spec", [url])
+    create.add_argument("file", metavar="FILE", help="YAML file holding the study spec")
+    listing = _command(study, "list", cmd_study_list, "list studies, newest first", [url])
+    listing.add_argument("--status", choices=STATUSES, help="only studies with this status")
+    show = _command(study, "show", cmd_study_show, "show a study's status, trials and best", [ref])
+    show.add_argument("--json", action="store_true", help="print the study as JSON")
+    best = _command(study, "best", cmd_study_best, "the best trial and its parameters", [ref])
+    best.add_argument("--json", action="store_true", help="print only the parameters, as JSON")
+    _command(study, "cancel", cmd_study_cancel, "stop handing out trials of a study", [ref])
+    delete = _command(study, "delete", cmd_study_delete, "delete a study and its trials", [ref])
+    delete.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``hpo`` command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.func is None:
+        args.parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except (CLIError, HPOClientError, HPOError) as exc:
+        message = exc.message if isinstance(exc, (HPOClientError, HPOError)) else str(exc)
+        print(f"error: {message}", file=sys.stderr)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
