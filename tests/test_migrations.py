@@ -12,7 +12,7 @@ from hpo.storage import Base, Database
 def test_upgrade_creates_our_tables_beside_optunas_and_matches_the_models(db_url):
     db = Database(db_url)
     try:
-        assert db.current_revision() == "0001"
+        assert db.current_revision() == "0002"
         tables = set(inspect(db.engine).get_table_names())
         assert {"hpo_studies", "hpo_trial_runs", "hpo_metrics", "hpo_alembic_version"} <= tables
         assert {"studies", "trials", "alembic_version"} <= tables  # Optuna's, untouched
@@ -34,5 +34,15 @@ def test_upgrade_creates_our_tables_beside_optunas_and_matches_the_models(db_url
 def test_upgrade_is_idempotent(db_url):
     Database(db_url).dispose()
     again = Database(db_url)
-    assert again.current_revision() == "0001"
+    assert again.current_revision() == "0002"
     again.dispose()
+
+
+def test_a_bare_postgresql_url_uses_the_shipped_driver(fresh_postgres):
+    bare = fresh_postgres.replace("postgresql+psycopg2://", "postgresql://")
+    db = Database(bare)
+    try:
+        assert db.current_revision() is not None
+        assert db.engine.dialect.driver == "psycopg2"
+    finally:
+        db.dispose()

@@ -7,6 +7,7 @@ a test, against the URL it is given.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,10 @@ class Database:
 
     def __init__(self, url: str, *, upgrade: bool = True) -> None:
         parsed = make_url(url)
+        if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None:
+            # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; we ship psycopg2
+            parsed = parsed.set(drivername="postgresql+psycopg2")
+            url = parsed.render_as_string(hide_password=False)
         self.url = url
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any]
