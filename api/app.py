@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 import hpo
@@ -9,6 +12,7 @@ from hpo.settings import Settings
 from hpo.storage import Database
 
 from . import errors
+from .background import Reaper
 from .routes import meta, studies, trials
 
 
@@ -21,14 +25,31 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             and migrated to the current schema.
     """
     settings = settings or Settings()
+    database = db or Database(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        reaper = Reaper(
+            database,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            start_timeout=settings.start_timeout,
+            interval=settings.reap_interval,
+        )
+        reaper.start()
+        try:
+            yield
+        finally:
+            reaper.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="hpo",
         version=hpo.__version__,
         description="Hyperparameter optimization service: studies, trials and the trial "
         "protocol (ask, report, complete, fail).",
     )
     app.state.settings = settings
-    app.state.db = db or Database(settings.database_url)
+    app.state.db = database
     errors.install(app)
     app.include_router(studies.router)
     app.include_router(trials.router)

@@ -6,7 +6,16 @@ from dataclasses import dataclass
 
 from .spec import StudySpec
 
-__all__ = ["AskDecision", "decide_ask", "study_size", "is_finished"]
+__all__ = [
+    "FAILURE_KINDS",
+    "RETRYABLE_KINDS",
+    "AskDecision",
+    "decide_ask",
+    "decide_retry",
+    "is_finished",
+    "study_size",
+    "wall_clock_spent",
+]
 
 
 def study_size(spec: StudySpec, grid_size: int | None) -> int | None:
@@ -21,10 +30,16 @@ class AskDecision:
     reason: str = ""
 
 
-def decide_ask(*, status: str, handed_out: int, size: int | None, name: str) -> AskDecision:
+def decide_ask(
+    *, status: str, handed_out: int, size: int | None, name: str, out_of_time: bool = False
+) -> AskDecision:
     """May one more trial be handed out of study ``name``?"""
     if status != "running":
         return AskDecision(False, f"study {name!r} is {status}; it hands out no more trials")
+    if out_of_time:
+        return AskDecision(
+            False, f"study {name!r} has used its time budget (budget.max_wall_seconds)"
+        )
     if size is not None and handed_out >= size:
         return AskDecision(
             False,
@@ -37,3 +52,20 @@ def decide_ask(*, status: str, handed_out: int, size: int | None, name: str) -> 
 def is_finished(*, handed_out: int, size: int | None, running: int) -> bool:
     """A study is complete when its whole budget was handed out and nothing still runs."""
     return size is not None and handed_out >= size and running == 0
+
+
+#: failure kinds caused by the infrastructure, not the trial's configuration: worth a retry
+RETRYABLE_KINDS = frozenset({"crash", "heartbeat", "node_lost"})
+#: every failure kind a run record may carry
+FAILURE_KINDS = frozenset(
+    {*RETRYABLE_KINDS, "exception", "oom", "nonfinite", "reported", "cancelled", "time_limit"}
+)
+
+
+def decide_retry(*, kind: str, attempt: int, max_retries: int) -> bool:
+    """Whether attempt ``attempt`` (from 1) that failed with ``kind`` gets another attempt."""
+    return kind in RETRYABLE_KINDS and attempt <= max_retries
+
+
+def wall_clock_spent(*, elapsed_seconds: float, max_wall_seconds: float | None) -> bool:
+    return max_wall_seconds is not None and elapsed_seconds >= max_wall_seconds

@@ -18,6 +18,7 @@ __all__ = [
     "BestTrial",
     "CompleteIn",
     "FailIn",
+    "HeartbeatIn",
     "Page",
     "ReportIn",
     "ReportOut",
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-TrialState = Literal["running", "completed", "pruned", "failed", "cancelled"]
+TrialState = Literal["pending", "running", "completed", "pruned", "failed", "cancelled"]
 StudyStatus = Literal["running", "completed", "cancelled"]
 
 
@@ -69,8 +70,10 @@ class RunPublic(BaseModel):
     attempt: int
     state: TrialState
     worker: str | None = None
+    gpus: str | None = Field(default=None, description="CUDA_VISIBLE_DEVICES the worker saw")
     started_at: datetime
     heartbeat_at: datetime
+    worker_started_at: datetime | None = None
     finished_at: datetime | None = None
     last_step: int | None = None
     error: str | None = None
@@ -124,6 +127,7 @@ class TrialAssignment(BaseModel):
     number: int
     params: dict[str, Any]
     token: str
+    attempt: int = Field(default=1, description="1 for a first run, more for a retry")
 
 
 class ReportIn(BaseModel):
@@ -132,6 +136,12 @@ class ReportIn(BaseModel):
     metrics: dict[str, float] = Field(min_length=1)
 
     _check = field_validator("metrics")(_finite)
+
+
+class HeartbeatIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    worker: str | None = Field(default=None, max_length=256)
+    gpus: str | None = Field(default=None, max_length=64)
 
 
 class ReportOut(BaseModel):

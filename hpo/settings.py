@@ -21,6 +21,14 @@ class Settings(BaseSettings):
         port: port ``hpo serve`` listens on.
         workloads: operator-registered workloads, ``name -> python.import:path``
             (``HPO_WORKLOADS='{"mine": "pkg.mod:train"}'``).
+        heartbeat_timeout: seconds a running trial may stay silent (no report, no heartbeat)
+            before it is presumed lost and retried.
+        start_timeout: seconds a handed-out trial may wait for its worker to start (queued on
+            Ray, a cold worker process) before it is presumed lost.
+        reap_interval: seconds between two checks for lost trials and studies out of time.
+        ray_address: Ray cluster the dispatcher joins; unset starts a local Ray.
+        dispatch: run trials of studies with a built-in or registered workload on Ray.
+        public_url: the URL workers reach this controller at (default: from host and port).
     """
 
     model_config = SettingsConfigDict(env_prefix="HPO_", extra="ignore")
@@ -29,3 +37,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workloads: dict[str, str] = Field(default_factory=dict)
+    heartbeat_timeout: float = Field(default=90.0, gt=0)
+    start_timeout: float = Field(default=600.0, gt=0)
+    reap_interval: float = Field(default=5.0, gt=0)
+    ray_address: str | None = None
+    dispatch: bool = True
+    public_url: str | None = None

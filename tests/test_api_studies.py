@@ -15,6 +15,7 @@ def test_create_returns_the_study_and_it_can_be_read_by_name_and_id(api):
     assert body["name"] == "alpha" and body["status"] == "running"
     assert body["size"] == 20 and body["n_trials"] == 0 and body["best"] is None
     assert body["trial_counts"] == {
+        "pending": 0,
         "running": 0,
         "completed": 0,
         "pruned": 0,

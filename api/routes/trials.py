@@ -11,6 +11,7 @@ from hpo.schemas import (
     AskIn,
     CompleteIn,
     FailIn,
+    HeartbeatIn,
     Page,
     ReportIn,
     ReportOut,
@@ -60,6 +61,26 @@ def report(study: str, number: int, body: ReportIn, db: DbDep, token: TokenDep) 
     """
     stop = service.report(
         db, ref=study, number=number, token=token, step=body.step, metrics=body.metrics
+    )
+    return ReportOut(should_stop=stop)
+
+
+@router.post("/{number}/heartbeat", response_model=ReportOut)
+def heartbeat(
+    study: str,
+    number: int,
+    db: DbDep,
+    token: TokenDep,
+    body: Annotated[HeartbeatIn | None, Body()] = None,
+) -> ReportOut:
+    """A worker says it is alive, and where it runs (``worker``, ``gpus``).
+
+    Send one at least every ``heartbeat_timeout / 3`` seconds between reports; a run silent for
+    longer than ``HPO_HEARTBEAT_TIMEOUT`` is retried elsewhere. The answer says whether to stop.
+    """
+    body = body or HeartbeatIn()
+    stop = service.heartbeat(
+        db, ref=study, number=number, token=token, worker=body.worker, gpus=body.gpus
     )
     return ReportOut(should_stop=stop)
 

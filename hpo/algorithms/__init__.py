@@ -5,9 +5,10 @@ Nothing here reads or writes storage; the service layer does the I/O.
 
 from ._pruners import build_pruner, pruning_applies
 from ._samplers import build_sampler, missing_requirements, trial_seed
-from ._space import clean_params, distributions, grid_points, grid_size
+from ._space import Space, clean_params, distributions, grid_points, grid_size
 
 __all__ = [
+    "Space",
     "build_pruner",
     "build_sampler",
     "clean_params",

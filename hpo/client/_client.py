@@ -144,16 +144,22 @@ class Client:
         )
         return Trial(self, TrialAssignment.model_validate(data))
 
+    def attach(self, assignment: TrialAssignment) -> Trial:
+        """A handle on a trial that was asked for elsewhere (a dispatcher hands it to a worker)."""
+        return Trial(self, assignment)
+
 
 class Trial:
     """One trial handed out by :meth:`Client.ask`: its parameters and its protocol calls."""
 
     def __init__(self, client: Client, assignment: TrialAssignment) -> None:
         self._client = client
+        self.assignment = assignment
         self.study = assignment.study
         self.number = assignment.number
         self.params = assignment.params
         self._token = assignment.token
+        self.attempt = assignment.attempt
         self.should_stop = False
 
     def __repr__(self) -> str:
@@ -174,13 +180,23 @@ class Trial:
         )
         return self.should_stop
 
+    def heartbeat(self, *, worker: str | None = None, gpus: str | None = None) -> bool:
+        """Say the trial is alive (and where it runs); True means stop now."""
+        body = {k: v for k, v in {"worker": worker, "gpus": gpus}.items() if v is not None}
+        self.should_stop = bool(self._post("heartbeat", body)["should_stop"]) or self.should_stop
+        return self.should_stop
+
     def complete(self, metrics: dict[str, float]) -> TrialDetail:
         """Finish the trial; ``metrics`` must hold the study's objective metric."""
         return TrialDetail.model_validate(self._post("complete", {"metrics": metrics}))
 
-    def fail(self, reason: str) -> TrialDetail:
-        """Finish the trial as failed; the study goes on."""
-        return TrialDetail.model_validate(self._post("fail", {"reason": reason}))
+    def fail(self, reason: str, *, kind: str = "reported") -> TrialDetail:
+        """End the trial as failed; the study goes on.
+
+        ``kind`` says why (``exception``, ``oom``, ``nonfinite``, ...); ``crash`` and
+        ``node_lost`` mean the infrastructure failed, and the controller retries the trial.
+        """
+        return TrialDetail.model_validate(self._post("fail", {"reason": reason, "kind": kind}))
 
 
 def _all_pages(client: Client, path: str, params: dict[str, Any], model: Any) -> list[Any]:

@@ -5,6 +5,7 @@ Routes and the CLI call these; they read and write the database, ask the pure co
 subclasses for anything a user got wrong.
 """
 
+from ._lifecycle import reap
 from ._studies import (
     best_trial,
     cancel_study,
@@ -13,7 +14,8 @@ from ._studies import (
     get_study,
     list_studies,
 )
-from ._trials import ask, complete, fail, get_trial, list_trials, report
+from ._trial_reads import get_trial, list_trials
+from ._trials import ask, complete, fail, heartbeat, report
 
 __all__ = [
     "ask",
@@ -25,7 +27,9 @@ __all__ = [
     "fail",
     "get_study",
     "get_trial",
+    "heartbeat",
     "list_studies",
     "list_trials",
+    "reap",
     "report",
 ]

@@ -12,9 +12,10 @@ from .. import algorithms
 from .._errors import DuplicateStudy, InvalidSpec, NoCompletedTrial, StudyNotRunning
 from ..schemas import BestTrial, StudyPublic
 from ..spec import StudySpec
-from ..storage import Database, MetricRow, RunRow, StudyRow, utcnow
+from ..storage import Database, MetricRow, RunRow, StudyRow
 from ..workloads import check_study_fits
-from ._common import find_study, load_optuna_study, size_of, spec_of
+from ._common import find_study, size_of, spec_of
+from ._lifecycle import stop_runs
 
 
 def create_study(
@@ -102,19 +103,14 @@ def cancel_study(db: Database, *, ref: str | int) -> StudyPublic:
         if row.status == "completed":
             raise StudyNotRunning(f"study {row.name!r} already completed; nothing to cancel")
         if row.status == "running":
-            runs = session.scalars(
-                select(RunRow).where(RunRow.study_id == row.id, RunRow.state == "running")
-            ).all()
-            study = load_optuna_study(db, row, spec_of(row))
-            for run in runs:
-                study.tell(
-                    run.trial_number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True
-                )
-            now = utcnow()
-            for run in runs:
-                run.state, run.failure_kind, run.finished_at = "cancelled", "cancelled", now
-                run.error = "the study was cancelled"
-            row.status, row.updated_at, row.finished_at = "cancelled", now, now
+            stop_runs(
+                db,
+                session,
+                row,
+                kind="cancelled",
+                reason="the study was cancelled",
+                status="cancelled",
+            )
     return get_study(db, ref=row.id)
 
 
@@ -158,7 +154,7 @@ def trial_counts(session: Session, row: StudyRow) -> dict[str, int]:
         .where(RunRow.study_id == row.id, latest)
         .group_by(RunRow.state)
     )
-    counts = {state: 0 for state in ("running", "completed", "pruned", "failed", "cancelled")}
+    counts = dict.fromkeys(("pending", "running", "completed", "pruned", "failed", "cancelled"), 0)
     counts.update({state: int(n) for state, n in session.execute(query).all()})
     return counts
 

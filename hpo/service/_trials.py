@@ -1,13 +1,12 @@
-"""The trial protocol (ask, report, complete, fail) and trial reads."""
+"""The trial protocol: ask, report, heartbeat, complete, fail."""
 
 from __future__ import annotations
 
 import secrets
-from collections import defaultdict
-from typing import Any
 
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from .. import algorithms
 from .._errors import (
@@ -19,43 +18,34 @@ from .._errors import (
     TrialFinished,
     Unauthorized,
 )
-from ..algorithms._space import Space
-from ..budget import decide_ask, is_finished
-from ..schemas import (
-    ReportPublic,
-    RunPublic,
-    TrialAssignment,
-    TrialDetail,
-    TrialPublic,
-)
+from ..budget import FAILURE_KINDS, decide_ask, wall_clock_spent
+from ..schemas import TrialAssignment, TrialPublic
 from ..spec import StudySpec
 from ..storage import Database, MetricRow, RunRow, StudyRow, utcnow
-from ._common import (
-    find_study,
-    hash_token,
-    latest_run,
-    load_optuna_study,
-    running_count,
-    size_of,
-    spec_of,
-)
-
-_OPTUNA_STATE = {
-    TrialState.RUNNING: "running",
-    TrialState.WAITING: "running",
-    TrialState.COMPLETE: "completed",
-    TrialState.PRUNED: "pruned",
-    TrialState.FAIL: "failed",
-}
+from ._common import find_study, hash_token, latest_run, load_optuna_study, size_of, spec_of
+from ._lifecycle import end_attempt, finish_run
+from ._trial_reads import get_trial
 
 
 def ask(db: Database, *, ref: str | int, worker: str | None = None) -> TrialAssignment:
-    """Hand out the next trial of a running study, within its budget."""
+    """Hand out the next trial of a running study: a retry waiting for a worker first, else
+    a new trial within the budget."""
     with db.transaction(write=True) as session:
         row = find_study(session, ref, lock=True)
         spec = spec_of(row)
+        if row.status == "running":
+            retry = _pending_retry(session, row)
+            if retry is not None:
+                return _hand_out_retry(db, row, spec, retry, worker)
+        elapsed = (utcnow() - row.created_at).total_seconds()
         decision = decide_ask(
-            status=row.status, handed_out=row.handed_out, size=size_of(spec), name=row.name
+            status=row.status,
+            handed_out=row.handed_out,
+            size=size_of(spec),
+            name=row.name,
+            out_of_time=wall_clock_spent(
+                elapsed_seconds=elapsed, max_wall_seconds=spec.budget.max_wall_seconds
+            ),
         )
         if not decision.allowed:
             error = StudyNotRunning if row.status != "running" else BudgetExhausted
@@ -81,15 +71,40 @@ def ask(db: Database, *, ref: str | int, worker: str | None = None) -> TrialAssi
         except BaseException:
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise
-        return TrialAssignment(
-            study=row.name,
-            number=trial.number,
-            params=algorithms.clean_params(spec.space, trial.params),
-            token=token,
-        )
+        params = algorithms.clean_params(spec.space, trial.params)
+        return TrialAssignment(study=row.name, number=trial.number, params=params, token=token)
 
 
-def _authorized_run(session: Any, row: StudyRow, number: int, token: str | None) -> RunRow:
+def _pending_retry(session: Session, row: StudyRow) -> RunRow | None:
+    query = (
+        select(RunRow)
+        .where(RunRow.study_id == row.id, RunRow.state == "pending")
+        .order_by(RunRow.trial_number)
+        .limit(1)
+        .with_for_update()
+    )
+    return session.scalars(query).first()
+
+
+def _hand_out_retry(
+    db: Database, row: StudyRow, spec: StudySpec, run: RunRow, worker: str | None
+) -> TrialAssignment:
+    params = db.optuna_storage.get_trial(run.optuna_trial_id).params
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    run.state, run.token_hash, run.worker = "running", hash_token(token), worker
+    run.started_at = run.heartbeat_at = now
+    row.updated_at = now
+    return TrialAssignment(
+        study=row.name,
+        number=run.trial_number,
+        params=algorithms.clean_params(spec.space, params),
+        token=token,
+        attempt=run.attempt,
+    )
+
+
+def _authorized_run(session: Session, row: StudyRow, number: int, token: str | None) -> RunRow:
     run = latest_run(session, row, number, lock=True)
     if not token:
         raise Unauthorized(
@@ -98,8 +113,9 @@ def _authorized_run(session: Any, row: StudyRow, number: int, token: str | None)
         )
     if not secrets.compare_digest(hash_token(token), run.token_hash):
         raise Forbidden(
-            f"the token does not belong to trial {number} of study {row.name!r}; use the token "
-            "that ask returned for this trial"
+            f"the token does not belong to the current attempt of trial {number} of study "
+            f"{row.name!r}; use the token that ask returned for it (a retried trial gets a new "
+            "token, and the old attempt must stop)"
         )
     return run
 
@@ -145,7 +161,6 @@ def report(
                 f"trial {number} already reported step {run.last_step}; steps must increase, "
                 f"but this report is for step {step}"
             )
-        running = running_count(session, row)
         storage = db.optuna_storage
         storage.set_trial_intermediate_value(run.optuna_trial_id, step, value)
         stop = False
@@ -162,9 +177,36 @@ def report(
             for name, val in metrics.items()
         )
         run.last_step, run.heartbeat_at = step, now
+        run.worker_started_at = run.worker_started_at or now
         if stop:
-            _finish(row, run, spec, "pruned", running=running)
+            finish_run(session, row, run, spec, "pruned")
         return stop
+
+
+def heartbeat(
+    db: Database,
+    *,
+    ref: str | int,
+    number: int,
+    token: str | None,
+    worker: str | None = None,
+    gpus: str | None = None,
+) -> bool:
+    """A worker says it is alive (and where it runs); True means stop now."""
+    with db.transaction(write=True) as session:
+        row = find_study(session, ref)
+        run = _authorized_run(session, row, number, token)
+        if run.state == "cancelled":
+            return True
+        _require_running(run, row, "send heartbeats")
+        now = utcnow()
+        run.heartbeat_at = now
+        run.worker_started_at = run.worker_started_at or now
+        if worker is not None:
+            run.worker = worker
+        if gpus is not None:
+            run.gpus = gpus
+        return False
 
 
 def complete(
@@ -177,12 +219,11 @@ def complete(
         _require_running(run, row, "be completed")
         spec = spec_of(row)
         value = _objective(spec, metrics, "complete call")
-        running = running_count(session, row)
         study = load_optuna_study(db, row, spec)
         db.optuna_storage.set_trial_user_attr(run.optuna_trial_id, "metrics", metrics)
         study.tell(number, value)
         run.final_metrics = metrics
-        _finish(row, run, spec, "completed", running=running)
+        finish_run(session, row, run, spec, "completed")
     return get_trial(db, ref=row.id, number=number)
 
 
@@ -195,106 +236,18 @@ def fail(
     reason: str,
     kind: str = "reported",
 ) -> TrialPublic:
-    """Finish a trial as failed with ``reason``; the study goes on."""
+    """End the current attempt as failed with ``reason``.
+
+    A failure of the infrastructure (``crash``, ``node_lost``) is retried as a new attempt
+    while ``budget.max_retries`` allows; any other kind fails the trial. The study goes on.
+    """
+    if kind not in FAILURE_KINDS:
+        raise InvalidSpec(
+            f"kind: unknown failure kind {kind!r}; use one of {', '.join(sorted(FAILURE_KINDS))}"
+        )
     with db.transaction(write=True) as session:
         row = find_study(session, ref)
         run = _authorized_run(session, row, number, token)
         _require_running(run, row, "be failed")
-        spec = spec_of(row)
-        running = running_count(session, row)
-        study = load_optuna_study(db, row, spec)
-        db.optuna_storage.set_trial_system_attr(run.optuna_trial_id, "fail_reason", reason)
-        study.tell(number, state=TrialState.FAIL)
-        run.error, run.failure_kind = reason, kind
-        _finish(row, run, spec, "failed", running=running)
+        end_attempt(db, session, row, run, spec_of(row), reason=reason, kind=kind)
     return get_trial(db, ref=row.id, number=number)
-
-
-def _finish(row: StudyRow, run: RunRow, spec: StudySpec, state: str, *, running: int) -> None:
-    now = utcnow()
-    run.state, run.finished_at, run.heartbeat_at = state, now, now
-    row.updated_at = now
-    if row.status == "running" and is_finished(
-        handed_out=row.handed_out, size=size_of(spec), running=running - 1
-    ):
-        row.status, row.finished_at = "completed", now
-
-
-def _state(frozen: FrozenTrial, run: RunRow | None) -> str:
-    if run is not None and run.state == "cancelled":
-        return "cancelled"
-    return _OPTUNA_STATE[frozen.state]
-
-
-def _trial_public(
-    frozen: FrozenTrial,
-    attempts: list[RunRow],
-    space: Space,
-    cls: type[TrialPublic] = TrialPublic,
-    **extra: Any,
-) -> TrialPublic:
-    run = attempts[-1] if attempts else None
-    return cls(
-        number=frozen.number,
-        state=_state(frozen, run),  # type: ignore[arg-type]
-        params=algorithms.clean_params(space, frozen.params),
-        value=frozen.value if frozen.state == TrialState.COMPLETE else None,
-        last_step=frozen.last_step,
-        attempts=len(attempts) or 1,
-        started_at=attempts[0].started_at if attempts else None,
-        finished_at=run.finished_at if run else None,
-        **extra,
-    )
-
-
-def list_trials(
-    db: Database, *, ref: str | int, state: str | None = None, limit: int = 100, offset: int = 0
-) -> tuple[list[TrialPublic], int]:
-    """Trials in number order, filtered by state, one page of them, and how many match."""
-    with db.transaction() as session:
-        row = find_study(session, ref)
-        runs = session.scalars(
-            select(RunRow).where(RunRow.study_id == row.id).order_by(RunRow.attempt)
-        ).all()
-    by_number: dict[int, list[RunRow]] = defaultdict(list)
-    for run in runs:
-        by_number[run.trial_number].append(run)
-    frozen = db.optuna_storage.get_all_trials(row.optuna_study_id, deepcopy=False)
-    space = spec_of(row).space
-    trials = [_trial_public(t, by_number.get(t.number, []), space) for t in frozen]
-    if state:
-        trials = [t for t in trials if t.state == state]
-    return trials[offset : offset + limit], len(trials)
-
-
-def get_trial(db: Database, *, ref: str | int, number: int) -> TrialDetail:
-    """One trial with every reported metric per step and its run records."""
-    with db.transaction() as session:
-        row = find_study(session, ref)
-        latest = latest_run(session, row, number)
-        runs = session.scalars(
-            select(RunRow)
-            .where(RunRow.study_id == row.id, RunRow.trial_number == number)
-            .order_by(RunRow.attempt)
-        ).all()
-        metric_rows = session.scalars(
-            select(MetricRow).where(MetricRow.run_id == latest.id).order_by(MetricRow.step)
-        ).all()
-    steps: dict[int, dict[str, float]] = defaultdict(dict)
-    for m in metric_rows:
-        steps[m.step][m.name] = m.value
-    frozen = db.optuna_storage.get_trial(latest.optuna_trial_id)
-    detail = _trial_public(
-        frozen,
-        list(runs),
-        spec_of(row).space,
-        TrialDetail,
-        reports=[ReportPublic(step=s, metrics=v) for s, v in sorted(steps.items())],
-        final_metrics=latest.final_metrics,
-        runs=[RunPublic.model_validate(r, from_attributes=True) for r in runs],
-    )
-    assert isinstance(detail, TrialDetail)
-    return detail
-
-
-__all__ = ["ask", "complete", "fail", "get_trial", "list_trials", "report"]

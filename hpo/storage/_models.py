@@ -84,17 +84,21 @@ class RunRow(Base):
     trial_number: Mapped[int] = mapped_column(Integer)
     optuna_trial_id: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
-    #: running | completed | pruned | failed | cancelled
+    #: pending (a retry waiting for a worker) | running | completed | pruned | failed | cancelled
     state: Mapped[str] = mapped_column(String(16), default="running")
     token_hash: Mapped[str] = mapped_column(String(64))
     worker: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    #: the GPU ids the worker saw in CUDA_VISIBLE_DEVICES ("" for none)
+    gpus: Mapped[str | None] = mapped_column(String(64), nullable=True)
     last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     final_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    #: crash | exception | oom | nonfinite | heartbeat | cancelled | reported
+    #: see hpo.budget.FAILURE_KINDS
     failure_kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: when a worker first said it started (its first heartbeat); null until then
+    worker_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
