@@ -1,0 +1,213 @@
+"""The dispatcher: keeps every running study's trials in flight on Ray.
+
+For each running study whose workload is built in or registered, it keeps up to
+``budget.parallelism`` trials running, each one Ray task with the study's ``num_gpus`` and
+``num_cpus``; Ray's placement picks the GPU and sets ``CUDA_VISIBLE_DEVICES``. It speaks to the
+controller only over REST (:class:`hpo.client.Client`), like any worker: the controller decides
+what to run (ask), when a run is lost (heartbeats) and whether to retry it.
+
+A task whose process dies (killed, node lost) is reported as ``crash``/``node_lost`` and the
+controller retries the trial; a study that is cancelled or deleted has its tasks cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import ray.exceptions
+
+from hpo.client import Client, HPOClientError
+from hpo.schemas import StudyPublic, TrialAssignment
+from hpo.workloads import BUILTIN as CATALOG
+
+from . import runner
+
+log = logging.getLogger("hpo.dispatcher")
+
+
+@ray.remote(max_retries=0)
+def run_trial_task(job: runner.TrialJob) -> str:
+    """One attempt at one trial, as a Ray task (the controller does the retrying)."""
+    return runner.run(job)
+
+
+@dataclass
+class InFlight:
+    study: str
+    assignment: TrialAssignment
+    gpus: float
+    cpus: float
+
+
+def trial_seed(study_seed: int | None, number: int) -> int:
+    return ((study_seed or 0) * 1_000_003 + number) % (2**31)
+
+
+class Dispatcher:
+    """Runs studies' trials on Ray until stopped.
+
+    Args:
+        controller_url: where this controller's REST API answers (workers use it too).
+        registered: operator-registered workloads, name -> ``module:function``.
+        ray_address: a Ray cluster to join; ``None`` starts a local Ray (or uses the one this
+            process already initialized).
+        poll_interval: seconds between two passes.
+        heartbeat_timeout: the controller's; workers heartbeat three times within it.
+    """
+
+    def __init__(
+        self,
+        controller_url: str,
+        *,
+        registered: Mapping[str, str] | None = None,
+        ray_address: str | None = None,
+        poll_interval: float = 0.5,
+        heartbeat_timeout: float = 90.0,
+        http: Any = None,
+    ) -> None:
+        self.controller_url = controller_url.rstrip("/")
+        self.registered = dict(registered or {})
+        self.ray_address = ray_address
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = max(heartbeat_timeout / 3, 0.2)
+        self.client = Client(self.controller_url, http=http)
+        self.inflight: dict[ray.ObjectRef, InFlight] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # lifecycle
+    def start(self) -> None:
+        if not ray.is_initialized():
+            ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False)
+        self._thread = threading.Thread(target=self._loop, name="hpo-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, cancel: bool = False) -> None:
+        """Stop dispatching; with ``cancel`` also kill the trials in flight (else they go on
+        and keep reporting to the controller)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if cancel:
+            for ref in list(self.inflight):
+                ray.cancel(ref, force=True)
+        self.client.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except HPOClientError as exc:
+                log.warning("dispatcher pass skipped: %s", exc.message)
+            except Exception:
+                log.exception("dispatcher pass failed")
+            self._stop.wait(self.poll_interval)
+
+    # one pass
+    def tick(self) -> None:
+        self._collect()
+        running = {s.name: s for s in self.client.list_studies(status="running")}
+        self._cancel_orphans(running)
+        for study in sorted(running.values(), key=lambda s: s.id):
+            if self._runs_here(study):
+                self._fill(study)
+
+    def _runs_here(self, study: StudyPublic) -> bool:
+        name = study.spec.workload.name
+        return name in CATALOG or name in self.registered
+
+    def _fill(self, study: StudyPublic) -> None:
+        res = study.spec.resources
+        live = study.trial_counts.get("running", 0)
+        for _ in range(study.spec.budget.parallelism - live):
+            if not self._fits(res.gpus_per_trial, res.cpus_per_trial):
+                return
+            try:
+                assignment = self.client.ask(study.name, worker="dispatcher")
+            except HPOClientError as exc:
+                if exc.status_code == 409:  # budget used up, or the study just ended
+                    return
+                raise
+            self._launch(study, assignment.assignment)
+
+    def _fits(self, gpus: float, cpus: float) -> bool:
+        total = ray.cluster_resources()
+        used_gpus = sum(f.gpus for f in self.inflight.values())
+        used_cpus = sum(f.cpus for f in self.inflight.values())
+        return (used_gpus + gpus <= total.get("GPU", 0.0) + 1e-9) and (
+            used_cpus + cpus <= total.get("CPU", 0.0) + 1e-9
+        )
+
+    def _launch(self, study: StudyPublic, assignment: TrialAssignment) -> None:
+        spec = study.spec
+        job = runner.TrialJob(
+            controller_url=self.controller_url,
+            assignment=assignment,
+            workload=spec.workload.name,
+            options=spec.workload.options,
+            max_epochs=spec.budget.max_epochs,
+            seed=trial_seed(spec.algorithm.seed, assignment.number),
+            heartbeat_interval=self.heartbeat_interval,
+            registered=self.registered,
+        )
+        ref = run_trial_task.options(
+            num_gpus=spec.resources.gpus_per_trial,
+            num_cpus=spec.resources.cpus_per_trial,
+            name=f"hpo:{study.name}:{assignment.number}:{assignment.attempt}",
+        ).remote(job)
+        self.inflight[ref] = InFlight(
+            study.name, assignment, spec.resources.gpus_per_trial, spec.resources.cpus_per_trial
+        )
+        log.info(
+            "trial %s/%d attempt %d dispatched", study.name, assignment.number, assignment.attempt
+        )
+
+    def _collect(self) -> None:
+        if not self.inflight:
+            return
+        done, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
+        for ref in done:
+            flight = self.inflight.pop(ref)
+            try:
+                ray.get(ref)
+            except ray.exceptions.TaskCancelledError:
+                pass
+            except ray.exceptions.RayError as exc:
+                self._report_lost(flight, exc)
+
+    def _report_lost(self, flight: InFlight, exc: Exception) -> None:
+        kind = "node_lost" if isinstance(exc, ray.exceptions.NodeDiedError) else "crash"
+        reason = f"the worker process died: {type(exc).__name__}: {str(exc)[:2000]}"
+        try:
+            self.client.attach(flight.assignment).fail(reason, kind=kind)
+            log.warning(
+                "trial %s/%d lost (%s); the controller retries it",
+                flight.study,
+                flight.assignment.number,
+                kind,
+            )
+        except HPOClientError as err:  # already ended: completed, cancelled or retried
+            if err.status_code not in (403, 409, 404):
+                raise
+
+    def _cancel_orphans(self, running: Mapping[str, StudyPublic]) -> None:
+        for ref, flight in list(self.inflight.items()):
+            if flight.study not in running:  # cancelled, completed or deleted
+                ray.cancel(ref, force=True)
+                self.inflight.pop(ref)
+                log.info(
+                    "trial %s/%d cancelled with its study", flight.study, flight.assignment.number
+                )
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until nothing is in flight (for tests and the demo)."""
+        deadline = time.monotonic() + timeout
+        while self.inflight and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return not self.inflight

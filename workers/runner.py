@@ -1,0 +1,148 @@
+"""What runs inside one Ray task: one attempt at one trial, spoken over the trial protocol.
+
+The runner needs the controller's URL and the trial's token, never the database. It says
+where it runs (host, pid, ``CUDA_VISIBLE_DEVICES``) in a first heartbeat, keeps a heartbeat
+going while the workload trains, and ends the attempt with ``complete`` or ``fail``; a
+controller that restarts meanwhile is waited for, so a trial survives it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from hpo.client import Client, HPOClientError, Trial
+from hpo.schemas import TrialAssignment
+
+from .workloads import InvalidHyperparameters, NonFiniteLoss, resolve
+
+log = logging.getLogger("hpo.worker")
+T = TypeVar("T")
+
+
+class TrialStopped(Exception):
+    """The controller ended this attempt (early stop, cancel, or a newer attempt took over)."""
+
+
+@dataclass
+class TrialJob:
+    """Everything a worker needs to run one attempt; built by the dispatcher."""
+
+    controller_url: str
+    assignment: TrialAssignment
+    workload: str
+    options: dict[str, Any] = field(default_factory=dict)
+    max_epochs: int = 10
+    seed: int = 0
+    heartbeat_interval: float = 30.0
+    #: how long to keep retrying a controller that does not answer (it may be restarting)
+    patience: float = 300.0
+    registered: Mapping[str, str] = field(default_factory=dict)
+
+
+class ProtocolReporter:
+    """The reporter handed to a workload: reports with retries, obeys stop at once."""
+
+    def __init__(self, trial: Trial, patience: float) -> None:
+        self._trial = trial
+        self._patience = patience
+        self._lock = threading.Lock()
+        self.stopped = False
+        self.last_metrics: dict[str, float] = {}
+
+    def call(self, action: Callable[[], T]) -> T:
+        """Run one protocol call, waiting out a controller that is down or restarting."""
+        deadline = time.monotonic() + self._patience
+        delay = 0.5
+        while True:
+            try:
+                with self._lock:
+                    return action()
+            except HPOClientError as exc:
+                if exc.status_code in (403, 409):
+                    self.stopped = True
+                    raise TrialStopped(exc.message) from exc
+                if exc.status_code not in (0, 502, 503, 504) or time.monotonic() > deadline:
+                    raise
+                log.warning("controller unreachable (%s); retrying in %.1f s", exc.message, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def report(self, step: int, metrics: dict[str, float]) -> bool:
+        if self.stopped:
+            raise TrialStopped("the controller already stopped this trial")
+        self.last_metrics = dict(metrics)
+        self.stopped = self.call(lambda: self._trial.report(step, metrics))
+        return self.stopped
+
+
+def _failure_kind(exc: BaseException) -> str:
+    if isinstance(exc, NonFiniteLoss):
+        return "nonfinite"
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+        return "oom"
+    return "exception"
+
+
+def _heartbeats(
+    reporter: ProtocolReporter, trial: Trial, every: float, done: threading.Event
+) -> None:
+    while not done.wait(every):
+        try:
+            if reporter.call(trial.heartbeat):
+                reporter.stopped = True
+        except TrialStopped:
+            return
+        except Exception:  # a missed heartbeat is not fatal; the next one may get through
+            log.warning("heartbeat failed", exc_info=True)
+
+
+def run(job: TrialJob) -> str:
+    """Run one attempt to its end; returns ``completed``, ``stopped`` or ``failed``."""
+    client = Client(job.controller_url, timeout=60)
+    trial = client.attach(job.assignment)
+    reporter = ProtocolReporter(trial, job.patience)
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    done = threading.Event()
+    try:
+        reporter.call(
+            lambda: trial.heartbeat(worker=where, gpus=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+        )
+        beat = threading.Thread(
+            target=_heartbeats, args=(reporter, trial, job.heartbeat_interval, done), daemon=True
+        )
+        beat.start()
+        train = resolve(job.workload, job.registered)
+        final = train(
+            dict(job.assignment.params),
+            reporter,
+            options=dict(job.options),
+            max_epochs=job.max_epochs,
+            seed=job.seed,
+        )
+        if reporter.stopped:
+            return "stopped"
+        reporter.call(lambda: trial.complete(final or reporter.last_metrics))
+        return "completed"
+    except TrialStopped:
+        return "stopped"
+    except Exception as exc:  # the trial's own failure: record it, the study goes on
+        reason = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, InvalidHyperparameters):
+            reason += "\n" + traceback.format_exc()
+        kind = _failure_kind(exc)
+        try:
+            reporter.call(lambda: trial.fail(reason[-20000:], kind=kind))
+        except TrialStopped:
+            return "stopped"
+        return "failed"
+    finally:
+        done.set()
+        client.close()
