@@ -65,25 +65,43 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _settings(host=args.host, port=args.port, database_url=args.database_url)
-    import uvicorn
+    settings = _settings(
+        host=args.host,
+        port=args.port,
+        database_url=args.database_url,
+        ray_address=args.ray_address,
+        dispatch=False if args.no_dispatch else None,
+    )
     from sqlalchemy.exc import SQLAlchemyError
 
-    import api
+    from ._controller import Controller
 
     try:
-        app = api.create_app(settings)
+        controller = Controller(settings)
     except (SQLAlchemyError, ImportError) as exc:
         raise _database_error(settings.database_url, exc) from None
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    base = f"http://{host}:{settings.port}"
+    if settings.dispatch:
+        print("hpo: starting Ray ... ", end="", flush=True)
+        print(controller.start_ray(), flush=True)
     print(
-        f"hpo serving on {base} (database: {_safe_url(settings.database_url)}) "
-        f"— API docs at {base}/docs",
+        f"hpo serving on {controller.url} (database: {_safe_url(settings.database_url)}) "
+        f"— API docs at {controller.url}/docs",
         flush=True,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    controller.serve_forever()
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = _settings(host=args.host, port=args.port, database_url=args.database_url)
+    from . import _demo
+
+    return _demo.main(
+        settings,
+        max_trials=args.max_trials,
+        max_epochs=args.max_epochs,
+        keep_serving=not args.exit,
+    )
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -267,9 +285,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="SQLAlchemy database URL (default: env HPO_DATABASE_URL, else sqlite:///hpo.db)",
     )
-    serve = _command(sub, "serve", cmd_serve, "run the controller (REST API)", [db_url])
+    serve = _command(
+        sub, "serve", cmd_serve, "run the controller (REST API and Ray dispatcher)", [db_url]
+    )
     serve.add_argument("--host", help="address to bind (default: env HPO_HOST, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: env HPO_PORT, else 8000)")
+    serve.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="join this Ray cluster (default: env HPO_RAY_ADDRESS, else start a local Ray)",
+    )
+    serve.add_argument(
+        "--no-dispatch",
+        action="store_true",
+        help="serve the API only; run no trials on Ray (env HPO_DISPATCH=false)",
+    )
+    demo = _command(
+        sub,
+        "demo",
+        cmd_demo,
+        "run the service on the embedded default and an ASHA study of a ViT on digits",
+        [db_url],
+    )
+    demo.add_argument("--host", help="address to bind (default: env HPO_HOST, else 127.0.0.1)")
+    demo.add_argument("--port", type=int, help="port (default: env HPO_PORT, else 8000)")
+    demo.add_argument("--max-trials", type=int, default=12, help="trials (default %(default)s)")
+    demo.add_argument(
+        "--max-epochs", type=int, default=9, help="epochs of a full trial (default %(default)s)"
+    )
+    demo.add_argument("--exit", action="store_true", help="stop serving once the study is done")
     db = _group(sub, "db", "manage the database schema")
     _command(db, "upgrade", cmd_db_upgrade, "migrate to the current schema", [db_url])
 

@@ -240,3 +240,49 @@ def test_a_deleted_study_id_is_never_handed_to_a_new_study(api):
     new = api.post("/api/v1/studies", json=make_spec("new")).json()["id"]
     assert new != old
     assert api.get(f"/api/v1/studies/{old}").status_code == 404
+
+
+def test_an_unregistered_workload_is_422_listing_the_known_ones(api, db_url):
+    before = row_counts(db_url)
+    resp = api.post("/api/v1/studies", json=make_spec(workload={"name": "my-resnet"}))
+    assert resp.status_code == 422
+    detail = resp.json()["detail"]
+    assert "unknown workload 'my-resnet'" in detail
+    for known in ("external", "digits-vit", "charlm-gpt", "text-classification", "synthetic"):
+        assert known in detail
+    assert row_counts(db_url) == before
+
+
+def test_hyperparameters_a_workload_cannot_use_are_422_listing_what_it_understands(api, db_url):
+    before = row_counts(db_url)
+    spec = make_spec(
+        objective={"metric": "val_accuracy"},
+        search_space={
+            "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+            "momentum": {"type": "float", "low": 0.8, "high": 0.99},
+        },
+        workload={"name": "digits-vit"},
+    )
+    resp = api.post("/api/v1/studies", json=spec)
+    assert resp.status_code == 422
+    detail = resp.json()["detail"]
+    assert "cannot use 'momentum'" in detail and "num_heads" in detail and "learning_rate" in detail
+    bad_metric = {**spec, "search_space": "transformer-small", "objective": {"metric": "bleu"}}
+    resp = api.post("/api/v1/studies", json=bad_metric)
+    assert resp.status_code == 422
+    assert "does not report 'bleu'" in resp.json()["detail"]
+    assert "val_accuracy" in resp.json()["detail"]
+    assert row_counts(db_url) == before
+
+
+def test_a_registered_workload_is_accepted_with_any_params(db_url):
+    from fastapi.testclient import TestClient
+
+    from api import create_app
+    from hpo.settings import Settings
+
+    app = create_app(Settings(database_url=db_url, workloads={"mine": "pkg.mod:train"}))
+    with TestClient(app) as http:
+        resp = http.post("/api/v1/studies", json=make_spec(workload={"name": "mine"}))
+        assert resp.status_code == 201, resp.text
+    app.state.db.dispose()

@@ -210,3 +210,19 @@ def test_trials_whose_workers_died_with_the_controller_are_retried_after_restart
             assert kinds[0] == "heartbeat" and detail["runs"][-1]["state"] == "completed"
     finally:
         second.stop()
+
+
+def test_an_operator_registered_workload_runs_with_params_and_reporter(fresh_postgres):
+    live = LiveController(fresh_postgres, workloads={"mine": "tests.custom_workload:train"}).start()
+    try:
+        spec = synthetic_study("custom", budget={"max_trials": 3, "max_epochs": 3})
+        spec["workload"] = {"name": "mine"}
+        spec["objective"] = {"metric": "score"}
+        spec["resources"] = {"gpus_per_trial": 0, "cpus_per_trial": 0.5}
+        assert live.api("POST", "/api/v1/studies", json=spec).status_code == 201
+        study = live.wait_for("custom")
+        assert study["trial_counts"]["completed"] == 3
+        best = live.api("GET", "/api/v1/studies/custom/best").json()
+        assert best["value"] == pytest.approx(1 - abs(best["params"]["x"] - 0.5))
+    finally:
+        live.stop()

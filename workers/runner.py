@@ -8,6 +8,7 @@ controller that restarts meanwhile is waited for, so a trial survives it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -104,6 +105,15 @@ def _heartbeats(
             log.warning("heartbeat failed", exc_info=True)
 
 
+def _call(train: Callable[..., Any], params: dict[str, Any], reporter: Any, **extra: Any) -> Any:
+    """Call a workload with the keywords it accepts: a registered workload may take just
+    ``(params, reporter)``."""
+    signature = inspect.signature(train)
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    accepted = {k: v for k, v in extra.items() if takes_all or k in signature.parameters}
+    return train(params, reporter, **accepted)
+
+
 def run(job: TrialJob) -> str:
     """Run one attempt to its end; returns ``completed``, ``stopped`` or ``failed``."""
     client = Client(job.controller_url, timeout=60)
@@ -120,7 +130,8 @@ def run(job: TrialJob) -> str:
         )
         beat.start()
         train = resolve(job.workload, job.registered)
-        final = train(
+        final = _call(
+            train,
             dict(job.assignment.params),
             reporter,
             options=dict(job.options),
