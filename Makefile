@@ -10,9 +10,10 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# CPU build of torch first, so no multi-GB CUDA build is pulled in on a machine without a GPU
+	# torch first and pinned: on this project's CI machines 2.13.0 is a CPU build on local disk;
+	# elsewhere pip takes PyPI's build (CUDA on Linux), which is what a GPU worker wants
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[gp,dev]"
+	$(PY) -m pip install --quiet -e ".[workers,gp,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,7 +21,8 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/hpo serve
 
-demo: serve
+demo: $(STAMP)
+	$(VENV)/bin/hpo demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

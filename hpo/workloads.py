@@ -69,6 +69,7 @@ BUILTIN: dict[str, WorkloadInfo] = {
             options={
                 "text_path": "a UTF-8 text file (default: Python's stdlib sources)",
                 "max_chars": "use at most this many characters (default 200000)",
+                "windows_per_epoch": "random training windows per epoch (default 2000)",
             },
         ),
         WorkloadInfo(
