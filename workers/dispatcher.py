@@ -107,6 +107,13 @@ class Dispatcher:
                 log.warning("dispatcher pass skipped: %s", exc.message)
             except Exception:
                 log.exception("dispatcher pass failed")
+            self._wait()
+
+    def _wait(self) -> None:
+        """Until a trial ends (then refill at once) or ``poll_interval`` passes."""
+        if self.inflight:
+            ray.wait(list(self.inflight), num_returns=1, timeout=self.poll_interval)
+        else:
             self._stop.wait(self.poll_interval)
 
     # one pass
