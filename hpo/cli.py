@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--host", help="address to bind (default: env HPO_HOST, else 127.0.0.1)")
     demo.add_argument("--port", type=int, help="port (default: env HPO_PORT, else 8000)")
-    demo.add_argument("--max-trials", type=int, default=12, help="trials (default %(default)s)")
+    demo.add_argument("--max-trials", type=int, default=27, help="trials (default %(default)s)")
     demo.add_argument(
         "--max-epochs", type=int, default=9, help="epochs of a full trial (default %(default)s)"
     )
