@@ -1,5 +1,5 @@
-# The hpo controller. No torch in the image: the controller only runs Optuna's samplers
-# (the `bayesian` + `model: gp` sampler needs the `gp` extra, which this image leaves out).
+# One image for the hpo controller and its Ray GPU workers: the project with the `workers`
+# extra (Ray, PyTorch from PyPI, whose Linux wheels carry CUDA, transformers) and `gp`.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -16,7 +16,7 @@ COPY api ./api
 COPY search_spaces ./search_spaces
 COPY workers ./workers
 COPY dashboards ./dashboards
-RUN pip install . && rm -rf /build
+RUN pip install ".[workers,gp]" && rm -rf /build
 
 # Run as an unprivileged user; the working directory is where the default SQLite file
 # (hpo.db) goes when HPO_DATABASE_URL is not set.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from importlib import import_module
@@ -58,11 +59,49 @@ def _words(value: str | list[Any]) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else value.split()
 
 
+def _shell_steps(service: dict[str, Any]) -> list[list[str]]:
+    """The commands a service runs: its `command` words, or, when its entrypoint is
+    `/bin/sh -c`, each `&&`-separated step of the script (a leading `exec` dropped)."""
+    command = service.get("command") or []
+    entrypoint = _words(service.get("entrypoint") or [])
+    if entrypoint[-2:] != ["/bin/sh", "-c"] and entrypoint[-1:] != ["-c"]:
+        return [["hpo", *_words(command)]]
+    script = " ".join(_words(command))
+    steps = [shlex.split(step) for step in script.split("&&")]
+    return [step[1:] if step and step[0] == "exec" else step for step in steps]
+
+
+def _hpo_command(service: dict[str, Any]) -> list[str]:
+    """The arguments the service passes to the `hpo` script."""
+    for step in _shell_steps(service):
+        if step and step[0] == "hpo":
+            return step[1:]
+    raise AssertionError(f"the service runs no `hpo` command: {service.get('command')!r}")
+
+
+def _ray_start(service: dict[str, Any]) -> list[str]:
+    for step in _shell_steps(service):
+        if step[:2] == ["ray", "start"]:
+            return step[2:]
+    raise AssertionError(f"the service runs no `ray start`: {service.get('command')!r}")
+
+
+def _flag(words: list[str], name: str) -> str | None:
+    for i, word in enumerate(words):
+        if word == name and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith(name + "="):
+            return word.split("=", 1)[1]
+    return None
+
+
 def _dockerfile_path(controller: dict[str, Any]) -> Path:
     build = controller.get("build")
     assert build is not None, "service 'controller' has no 'build'; it must build the Dockerfile"
-    context, dockerfile = (build, "Dockerfile") if isinstance(build, str) else (
-        build.get("context", "."), build.get("dockerfile", "Dockerfile")
+    context, dockerfile = (
+        (build, "Dockerfile")
+        if isinstance(build, str)
+        else (build.get("context", "."), build.get("dockerfile", "Dockerfile"))
     )
     return (ROOT / context / dockerfile).resolve()
 
@@ -147,26 +186,28 @@ def test_the_image_runs_a_real_hpo_command_with_real_flags(
     compose: dict[str, Any], dockerfile: list[tuple[str, str]]
 ) -> None:
     entrypoint = _last(dockerfile, "ENTRYPOINT")
-    assert entrypoint is not None, "the Dockerfile has no ENTRYPOINT; it should be [\"hpo\"]"
+    assert entrypoint is not None, 'the Dockerfile has no ENTRYPOINT; it should be ["hpo"]'
     assert _exec_form(entrypoint) == ["hpo"], (
         f"the Dockerfile's ENTRYPOINT is {entrypoint}, but the compose command is written "
-        "as arguments of the `hpo` script, so it must be [\"hpo\"]"
+        'as arguments of the `hpo` script, so it must be ["hpo"]'
     )
-    command = _service(compose, "controller").get("command")
-    assert command, "service 'controller' has no command"
-    words = _words(command)
+    words = _hpo_command(_service(compose, "controller"))
     subcommand, flags = words[0], [w.split("=", 1)[0] for w in words[1:] if w.startswith("--")]
     result = subprocess.run(
         [sys.executable, "-m", "hpo", subcommand, "--help"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert result.returncode == 0, (
         f"`hpo {subcommand} --help` exited {result.returncode}, so `{subcommand}` is not a "
         f"working hpo subcommand:\n{result.stderr}"
     )
     assert subcommand == "serve", f"the controller should run `hpo serve`, not `hpo {subcommand}`"
-    unknown = [f for f in flags if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])",
-                                                 result.stdout)]
+    unknown = [
+        f for f in flags if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", result.stdout)
+    ]
     assert not unknown, (
         f"the compose command passes {', '.join(unknown)}, which `hpo {subcommand} --help` "
         f"does not list:\n{result.stdout}"
@@ -177,8 +218,7 @@ def test_the_image_serves_on_the_published_port(
     compose: dict[str, Any], dockerfile: list[tuple[str, str]]
 ) -> None:
     controller = _service(compose, "controller")
-    words = _words(controller["command"])
-    port = words[words.index("--port") + 1] if "--port" in words else "8000"
+    port = _flag(_hpo_command(controller), "--port") or "8000"
     published = [str(p).rsplit(":", 1)[-1] for p in controller.get("ports") or []]
     assert port in published, (
         f"`hpo serve` listens on {port} in the container, but the controller publishes "
@@ -221,7 +261,7 @@ def test_the_controller_database_url_matches_the_postgres_service(
 def test_the_image_installs_the_project(dockerfile: list[tuple[str, str]]) -> None:
     pyproject = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
     runs = " ".join(args for kw, args in dockerfile if kw == "RUN")
-    assert re.search(r"pip install (\S+ )*\.(\s|$|&)", runs), (
+    assert re.search(r"pip install (\S+ )*\"?\.(\[[\w,]+\])?\"?(\s|$|&)", runs), (
         f"the Dockerfile never runs `pip install .`, so the `hpo` script is not in the image "
         f"(RUN lines: {runs!r})"
     )
@@ -229,7 +269,8 @@ def test_the_image_installs_the_project(dockerfile: list[tuple[str, str]]) -> No
     needed = ["pyproject.toml", pyproject["project"].get("readme", "pyproject.toml")]
     patterns = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
     needed += [
-        d.name for d in sorted(ROOT.iterdir())
+        d.name
+        for d in sorted(ROOT.iterdir())
         if (d / "__init__.py").is_file() and f"{d.name}*" in patterns
     ]
     missing = [n for n in needed if not re.search(rf"(^|\s|/){re.escape(n)}(\s|/|$)", copied)]
@@ -255,11 +296,66 @@ def test_the_project_installs_the_hpo_script() -> None:
         f"the 'hpo' script points at {target}, which is not a callable"
     )
     try:
-        installed = {e.name: e.value for e in distribution(project["name"]).entry_points
-                     if e.group == "console_scripts"}
+        installed = {
+            e.name: e.value
+            for e in distribution(project["name"]).entry_points
+            if e.group == "console_scripts"
+        }
     except PackageNotFoundError:
         pytest.fail(f"the package {project['name']!r} is not installed; run `make install`")
     assert installed.get("hpo") == target, (
         f"the installed package {project['name']!r} provides scripts {installed}, not "
         f"hpo = {target}; reinstall it with `pip install -e .`"
     )
+
+
+def test_the_controller_is_the_ray_head_and_workers_reach_it(compose: dict[str, Any]) -> None:
+    controller = _service(compose, "controller")
+    head = _ray_start(controller)
+    assert "--head" in head, f"the controller must start the Ray head, but runs ray start {head}"
+    port = _flag(head, "--port") or "6379"
+    assert _flag(_hpo_command(controller), "--ray-address") == "auto", (
+        "`hpo serve` must join the Ray head it started (--ray-address auto)"
+    )
+    worker = _ray_start(_service(compose, "gpu-worker"))
+    assert "--block" in worker, "a worker's `ray start` must --block or the container exits"
+    assert _flag(worker, "--address") == f"controller:{port}", (
+        f"the gpu-worker joins {_flag(worker, '--address')!r}, but the head listens on "
+        f"controller:{port}"
+    )
+    public = _env(controller).get("HPO_PUBLIC_URL", "")
+    hpo_port = _flag(_hpo_command(controller), "--port") or "8000"
+    assert public == f"http://controller:{hpo_port}", (
+        f"workers in other containers report to HPO_PUBLIC_URL={public!r}; it must be "
+        f"http://controller:{hpo_port}"
+    )
+
+
+def test_the_gpu_worker_reserves_a_gpu_and_scales(compose: dict[str, Any]) -> None:
+    worker = _service(compose, "gpu-worker")
+    devices = worker.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
+    assert devices, "gpu-worker reserves no device under deploy.resources.reservations.devices"
+    nvidia = [
+        d for d in devices if d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", [])
+    ]
+    assert nvidia, f"gpu-worker reserves no NVIDIA GPU: {devices}"
+    assert "container_name" not in worker, "a container_name stops --scale gpu-worker=N"
+    assert not worker.get("ports"), "published host ports stop --scale gpu-worker=N"
+    depends = worker.get("depends_on") or {}
+    assert "controller" in depends, "gpu-worker must start after the controller (its Ray head)"
+    controller = _service(compose, "controller")
+    assert worker.get("image") == controller.get("image") and worker.get("image"), (
+        "the controller and its workers must run the same image (same code, same workloads)"
+    )
+
+
+def test_the_image_has_what_the_workers_need(dockerfile: list[tuple[str, str]]) -> None:
+    runs = " ".join(args for kw, args in dockerfile if kw == "RUN")
+    assert re.search(r"pip install \S*\.\[[\w,]*workers", runs), (
+        f"the image must install the workers extra (ray, torch, transformers): {runs!r}"
+    )
+    extras = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]["workers"]
+    for package in ("ray", "torch", "transformers"):
+        assert any(e.startswith(package) for e in extras), f"the workers extra lacks {package}"
