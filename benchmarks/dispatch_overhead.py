@@ -36,17 +36,19 @@ def run_hpo(trials: int, epoch: float, parallelism: int) -> float:
         try:
             client = Client(controller.url)
             started = time.perf_counter()
-            client.create_study({
-                "name": "overhead",
-                "objective": {"metric": "val_accuracy"},
-                "search_space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
-                "algorithm": {"name": "random", "seed": 0},
-                "budget": {"max_trials": trials, "max_epochs": 1, "parallelism": parallelism},
-                "workload": {"name": "synthetic", "options": {"epoch_seconds": epoch}},
-                "resources": {"gpus_per_trial": 0, "cpus_per_trial": 1},
-            })
+            client.create_study(
+                {
+                    "name": "overhead",
+                    "objective": {"metric": "val_accuracy"},
+                    "search_space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+                    "algorithm": {"name": "random", "seed": 0},
+                    "budget": {"max_trials": trials, "max_epochs": 1, "parallelism": parallelism},
+                    "workload": {"name": "synthetic", "options": {"epoch_seconds": epoch}},
+                    "resources": {"gpus_per_trial": 0, "cpus_per_trial": 1},
+                }
+            )
             while client.get_study("overhead").status == "running":
-                time.sleep(0.05)
+                time.sleep(0.1)
             return time.perf_counter() - started
         finally:
             controller.close()
@@ -64,8 +66,10 @@ def run_ray_tune(trials: int, epoch: float, parallelism: int) -> float:
             tune.with_resources(trainable, {"cpu": 1}),
             param_space={"x": tune.uniform(0.0, 1.0)},
             tune_config=tune.TuneConfig(
-                num_samples=trials, max_concurrent_trials=parallelism,
-                metric="val_accuracy", mode="max",
+                num_samples=trials,
+                max_concurrent_trials=parallelism,
+                metric="val_accuracy",
+                mode="max",
             ),
             run_config=tune.RunConfig(storage_path=tmp, verbose=0),
         )
@@ -79,19 +83,26 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--epoch", type=float, default=0.2)
     parser.add_argument("--parallelism", type=int, default=2)
+    parser.add_argument("--only", choices=["hpo", "ray-tune"], help="run one side only")
     args = parser.parse_args()
     ray.init(num_cpus=args.parallelism, include_dashboard=False, log_to_driver=False)
     ideal = args.trials * args.epoch / args.parallelism
-    print(f"{args.trials} trials x {args.epoch} s, parallelism {args.parallelism}, "
-          f"{os.cpu_count()} CPUs; ideal wall time {ideal:.1f} s")
-    results = {}
-    for name, runner in (("hpo (REST + Ray tasks)", run_hpo), ("Ray Tune Tuner", run_ray_tune)):
+    print(
+        f"{args.trials} trials x {args.epoch} s, parallelism {args.parallelism}, "
+        f"{os.cpu_count()} CPUs; ideal wall time {ideal:.1f} s"
+    )
+    sides = {
+        "hpo": ("hpo (REST + Ray tasks)", run_hpo),
+        "ray-tune": ("Ray Tune Tuner", run_ray_tune),
+    }
+    for key, (name, runner) in sides.items():
+        if args.only and key != args.only:
+            continue
         try:
             wall = runner(args.trials, args.epoch, args.parallelism)
         except ImportError as exc:
             print(f"{name:<24} skipped: {exc}")
             continue
-        results[name] = wall
         print(f"{name:<24} wall {wall:7.1f} s   overhead {wall / ideal - 1:6.2f}", flush=True)
     ray.shutdown()
 

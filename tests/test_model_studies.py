@@ -119,3 +119,25 @@ def test_a_text_classification_study_completes(live, tmp_path):
     study = live.wait_for("bert", timeout=300)
     assert study["trial_counts"]["completed"] == 2
     assert study["best"]["value"] > 0.5
+
+
+def test_a_diverging_trial_fails_as_nonfinite_and_the_study_goes_on(live):
+    _create(
+        live,
+        {
+            "name": "diverge",
+            "objective": {"metric": "val_accuracy"},
+            "search_space": {"learning_rate": {"type": "categorical", "choices": [1e4, 1e-3]}},
+            "algorithm": {"name": "grid"},
+            "budget": {"max_epochs": 2, "parallelism": 2},
+            "workload": {"name": "digits-vit", "options": {"max_samples": 300}},
+            "resources": {"gpus_per_trial": 0, "cpus_per_trial": 1},
+        },
+    )
+    study = live.wait_for("diverge", timeout=300)
+    assert study["trial_counts"]["failed"] == 1 and study["trial_counts"]["completed"] == 1
+    failed = live.api("GET", "/api/v1/studies/diverge/trials", params={"state": "failed"}).json()
+    number = failed["data"][0]["number"]
+    run = live.api("GET", f"/api/v1/studies/diverge/trials/{number}").json()["runs"][-1]
+    assert run["failure_kind"] == "nonfinite" and "NonFiniteLoss" in run["error"]
+    assert study["best"]["params"] == {"learning_rate": 1e-3}

@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 import optuna
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import algorithms
@@ -79,12 +79,3 @@ def load_optuna_study(
         sampler=sampler or optuna.samplers.RandomSampler(),
         pruner=algorithms.build_pruner(spec.algorithm, spec.budget),
     )
-
-
-def running_count(session: Session, study: StudyRow) -> int:
-    query = (
-        select(func.count())
-        .select_from(RunRow)
-        .where(RunRow.study_id == study.id, RunRow.state == "running")
-    )
-    return int(session.scalar(query) or 0)
