@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve demo test lint clean
+.PHONY: install serve demo test lint clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,13 @@ serve: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/hpo demo
 
-test: $(STAMP)
+# the dashboard tests drive Debian's Chromium; Playwright's own browser download cannot work here
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+	  { echo "the browser tests need Chromium: apt-get install -y chromium (as root)" >&2; exit 1; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

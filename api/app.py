@@ -13,7 +13,7 @@ from hpo.storage import Database
 
 from . import errors
 from .background import Reaper
-from .routes import meta, studies, trials
+from .routes import figures, meta, pages, studies, trials
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
@@ -54,4 +54,6 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.include_router(studies.router)
     app.include_router(trials.router)
     app.include_router(meta.router)
+    app.include_router(figures.router)
+    app.include_router(pages.router)
     return app

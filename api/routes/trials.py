@@ -32,9 +32,20 @@ def list_trials(
     state: Literal["running", "completed", "pruned", "failed", "cancelled"] | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
+    sort: Literal["number", "value", "state", "last_step"] = "number",
+    order: Literal["asc", "desc"] = "asc",
 ) -> Page[TrialPublic]:
-    """Trials in number order; filter with ``?state=``, page with ``?limit=&offset=``."""
-    data, count = service.list_trials(db, ref=study, state=state, limit=limit, offset=offset)
+    """Trials; filter with ``?state=``, sort with ``?sort=value&order=desc``, page with
+    ``?limit=&offset=``."""
+    data, count = service.list_trials(
+        db,
+        ref=study,
+        state=state,
+        limit=limit,
+        offset=offset,
+        sort=sort,
+        descending=order == "desc",
+    )
     return Page(data=data, count=count)
 
 

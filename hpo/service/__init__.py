@@ -5,6 +5,7 @@ Routes and the CLI call these; they read and write the database, ask the pure co
 subclasses for anything a user got wrong.
 """
 
+from ._dashboard_reads import compute_spent, objective_curves, param_importances
 from ._lifecycle import reap
 from ._studies import (
     best_trial,
@@ -22,6 +23,7 @@ __all__ = [
     "best_trial",
     "cancel_study",
     "complete",
+    "compute_spent",
     "create_study",
     "delete_study",
     "fail",
@@ -30,6 +32,8 @@ __all__ = [
     "heartbeat",
     "list_studies",
     "list_trials",
+    "objective_curves",
+    "param_importances",
     "reap",
     "report",
 ]

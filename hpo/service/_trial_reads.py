@@ -50,10 +50,23 @@ def _trial_public(
     )
 
 
+SORT_KEYS = ("number", "value", "state", "last_step")
+
+
 def list_trials(
-    db: Database, *, ref: str | int, state: str | None = None, limit: int = 100, offset: int = 0
+    db: Database,
+    *,
+    ref: str | int,
+    state: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    sort: str = "number",
+    descending: bool = False,
 ) -> tuple[list[TrialPublic], int]:
-    """Trials in number order, filtered by state, one page of them, and how many match."""
+    """One page of a study's trials, filtered by state and sorted, and how many match.
+
+    Trials without a value (or a step) sort after those with one, in either direction.
+    """
     with db.transaction() as session:
         row = find_study(session, ref)
         runs = session.scalars(
@@ -67,6 +80,11 @@ def list_trials(
     trials = [_trial_public(t, by_number.get(t.number, []), space) for t in frozen]
     if state:
         trials = [t for t in trials if t.state == state]
+    if sort != "number" or descending:
+        present = [t for t in trials if getattr(t, sort) is not None]
+        missing = [t for t in trials if getattr(t, sort) is None]
+        present.sort(key=lambda t: (getattr(t, sort), t.number), reverse=descending)
+        trials = present + missing
     return trials[offset : offset + limit], len(trials)
 
 
@@ -100,4 +118,4 @@ def get_trial(db: Database, *, ref: str | int, number: int) -> TrialDetail:
     return detail
 
 
-__all__ = ["get_trial", "list_trials"]
+__all__ = ["SORT_KEYS", "get_trial", "list_trials"]

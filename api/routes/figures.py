@@ -1,0 +1,92 @@
+"""Plotly figure JSON for the dashboard's views (``Plotly.newPlot(el, fig.data, fig.layout)``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from dashboards import views
+from hpo import InvalidSpec
+
+from ..deps import DbDep
+
+router = APIRouter(tags=["figures"])
+Figure = dict[str, Any]
+
+
+@router.get("/api/v1/studies/{study}/figures/history", response_model=Figure)
+def history(study: str, db: DbDep) -> Figure:
+    """Objective per completed trial, with the best so far."""
+    return views.history(db, study)
+
+
+@router.get("/api/v1/studies/{study}/figures/curves", response_model=Figure)
+def curves(
+    study: str, db: DbDep, limit: Annotated[int, Query(ge=1, le=1000)] = views.MAX_CURVES
+) -> Figure:
+    """Learning curves (objective per epoch) of up to ``limit`` trials: the running ones, the
+    best, then the most recent; ``meta`` says how many were shown of how many."""
+    return views.curves(db, study, limit=limit)
+
+
+@router.get("/api/v1/studies/{study}/figures/parallel", response_model=Figure)
+def parallel(study: str, db: DbDep) -> Figure:
+    """Parallel coordinates of parameters and objective (at most 1,000 lines)."""
+    return views.parallel(db, study)
+
+
+@router.get("/api/v1/studies/{study}/figures/importance", response_model=Figure)
+def importance(study: str, db: DbDep) -> Figure:
+    """Parameter importance for the objective (Optuna's PED-ANOVA)."""
+    return views.importance(db, study)
+
+
+@router.get("/api/v1/studies/{study}/figures/slice", response_model=Figure)
+def slice_(study: str, db: DbDep) -> Figure:
+    """Objective against each parameter."""
+    return views.slice_(db, study)
+
+
+@router.get("/api/v1/studies/{study}/figures/contour", response_model=Figure)
+def contour(study: str, db: DbDep, x: str | None = None, y: str | None = None) -> Figure:
+    """Objective over two parameters (default: the two most important)."""
+    try:
+        return views.contour(db, study, x=x, y=y)
+    except ValueError as exc:
+        raise InvalidSpec(str(exc)) from None
+
+
+def _numbers(trials: str) -> list[int]:
+    try:
+        numbers = [int(part) for part in trials.split(",") if part.strip()]
+    except ValueError:
+        raise InvalidSpec(
+            f"trials must be trial numbers separated by commas, like 3,7,12 (got {trials!r})"
+        ) from None
+    if len(numbers) < 2:
+        raise InvalidSpec("compare needs at least two trial numbers, like ?trials=3,7")
+    return numbers
+
+
+@router.get("/api/v1/studies/{study}/figures/compare", response_model=Figure)
+def compare_trials(study: str, trials: str, db: DbDep) -> Figure:
+    """Two or more trials side by side: parameters (differences flagged) and overlaid curves
+    for every metric they all reported. ``?trials=3,7,12``."""
+    return views.compare_trials(db, study, _numbers(trials))
+
+
+@router.get("/api/v1/studies/{study}/trials/{number}/figures", response_model=Figure)
+def trial_metrics(study: str, number: int, db: DbDep) -> Figure:
+    """One figure per metric the trial reported."""
+    return views.trial_metrics(db, study, number)
+
+
+@router.get("/api/v1/figures/compare-studies", response_model=Figure)
+def compare_studies(studies: str, db: DbDep) -> Figure:
+    """Best so far of several studies on one chart, against trials, epochs or GPU-seconds.
+    ``?studies=grid-run,asha-run``."""
+    names = [s.strip() for s in studies.split(",") if s.strip()]
+    if not names:
+        raise InvalidSpec("studies must name one or more studies separated by commas")
+    return views.compare_studies(db, names)
