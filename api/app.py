@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.gzip import GZipMiddleware
 
 import hpo
 from hpo.settings import Settings
 from hpo.storage import Database
 
 from . import errors
-from .background import Reaper
+from .background import Reaper, warm_up
 from .routes import figures, meta, pages, studies, trials
 
 
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             interval=settings.reap_interval,
         )
         reaper.start()
+        warm_up()
         try:
             yield
         finally:
@@ -51,6 +53,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.settings = settings
     app.state.db = database
     errors.install(app)
+    # figures and plotly.js compress 3-5x; the dashboard should open quickly on a slow link too
+    app.add_middleware(GZipMiddleware, minimum_size=2048)
     app.include_router(studies.router)
     app.include_router(trials.router)
     app.include_router(meta.router)

@@ -42,3 +42,18 @@ class Reaper:
                     log.info("reaper ended %d lost run(s) or timed-out studies", ended)
             except Exception:  # keep reaping; one bad pass must not stop the controller
                 log.exception("reaper pass failed")
+
+
+def warm_up() -> None:
+    """Import what the first dashboard view would otherwise wait for (Optuna's importance
+    module pulls in scikit-learn: about 4 s here), on a daemon thread after start-up."""
+
+    def _load() -> None:
+        try:
+            import optuna.importance  # noqa: F401
+
+            import dashboards.figures  # noqa: F401
+        except Exception:  # only a warm-up: the view imports it again and reports any error
+            log.debug("warm-up import failed", exc_info=True)
+
+    threading.Thread(target=_load, name="hpo-warm-up", daemon=True).start()

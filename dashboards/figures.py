@@ -282,7 +282,7 @@ def slice_plot(
         rows, cols, shared_yaxes=True, horizontal_spacing=0.04, vertical_spacing=spacing
     )
     fig.update_layout(s.base_layout(showlegend=False))
-    hovers, numbers = _hovers(done, metric), [t.number for t in done]
+    numbers = [t.number for t in done]
     for i, (name, param) in enumerate(space.items()):
         row, col = i // cols + 1, i % cols + 1
         raw = [t.params.get(name) for t in done]
@@ -293,7 +293,13 @@ def slice_plot(
             y=[t.value for t in done],
             mode="markers",
             marker=marker,
-            text=hovers,
+            # one line per panel's own parameter: the full set, repeated per panel, tripled
+            # the size of a 10,000-trial study's slice view
+            text=[
+                f"<b>trial {t.number}</b><br>{metric} = {s.fmt(t.value)}<br>"
+                f"{name} = {s.fmt(t.params.get(name))}"
+                for t in done
+            ],
             hovertemplate=HOVER,
             row=row,
             col=col,

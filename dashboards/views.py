@@ -1,14 +1,22 @@
 """What each dashboard view shows: reads through :mod:`hpo.service`, draws with
 :mod:`dashboards.figures`.
 
-Each function returns JSON-ready data for one view. They choose what to send: a study of
-10,000 trials gets its curves for a few hundred chosen trials, its parallel coordinates for at
-most a thousand lines, and its table a page at a time.
+Each function returns one view as JSON. They choose what to send: a study of 10,000 trials
+gets its curves for a few hundred chosen trials, its parallel coordinates for at most a
+thousand lines, and its table a page at a time. A study's views are kept, serialized, until
+the study changes (a running one's for two seconds), so a page opened again, or by a second
+person, costs a lookup.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -18,6 +26,8 @@ from hpo.storage import Database
 
 ALL = 1_000_000
 MAX_CURVES = 200
+#: markers a scatter view draws at most (a 10,000-trial history is thinned, its best line exact)
+MAX_POINTS = 2000
 
 
 def _figures() -> ModuleType:
@@ -25,17 +35,53 @@ def _figures() -> ModuleType:
     return importlib.import_module("dashboards.figures")
 
 
+LIVE_TTL_S = 2.0
+_CACHE_SIZE = 256
+_cache: OrderedDict[tuple[Any, ...], tuple[Any, float, bytes]] = OrderedDict()
+_lock = threading.Lock()
+View = Callable[..., dict[str, Any]]
+
+
+def cached(view: View) -> Callable[..., bytes]:
+    """Serve ``view(db, study, **kwargs)`` as JSON bytes, kept until the study changes."""
+
+    @functools.wraps(view)
+    def serve(db: Database, ref: str | int, **kwargs: Any) -> bytes:
+        study = service.get_study(db, ref=ref)
+        key = (id(db), study.id, view.__name__, tuple(sorted(kwargs.items())))
+        version = (study.updated_at, study.n_trials, tuple(sorted(study.trial_counts.items())))
+        now = time.monotonic()
+        with _lock:
+            hit = _cache.get(key)
+        if hit and hit[0] == version and (study.status != "running" or now - hit[1] < LIVE_TTL_S):
+            return hit[2]
+        body = json.dumps(view(db, study, **kwargs), separators=(",", ":")).encode()
+        with _lock:
+            _cache[key] = (version, now, body)
+            _cache.move_to_end(key)
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+        return body
+
+    return serve
+
+
+def _trials(db: Database, study: StudyPublic) -> list[TrialPublic]:
+    trials, _ = service.list_trials(db, ref=study.id, limit=ALL)
+    return trials
+
+
 def _study_and_trials(db: Database, ref: str | int) -> tuple[StudyPublic, list[TrialPublic]]:
     study = service.get_study(db, ref=ref)
-    trials, _ = service.list_trials(db, ref=study.id, limit=ALL)
-    return study, trials
+    return study, _trials(db, study)
 
 
-def history(db: Database, ref: str | int) -> dict[str, Any]:
-    study, trials = _study_and_trials(db, ref)
+@cached
+def history(db: Database, study: StudyPublic) -> dict[str, Any]:
+    trials = _trials(db, study)
     objective = study.spec.objective
     return _figures().optimization_history(
-        trials, metric=objective.metric, direction=objective.direction
+        trials, metric=objective.metric, direction=objective.direction, max_points=MAX_POINTS
     )
 
 
@@ -69,8 +115,9 @@ def curve_trials(study: StudyPublic, trials: list[TrialPublic], limit: int) -> l
     return sorted(chosen.values(), key=lambda t: t.number)
 
 
-def curves(db: Database, ref: str | int, *, limit: int = MAX_CURVES) -> dict[str, Any]:
-    study, trials = _study_and_trials(db, ref)
+@cached
+def curves(db: Database, study: StudyPublic, *, limit: int = MAX_CURVES) -> dict[str, Any]:
+    trials = _trials(db, study)
     chosen = curve_trials(study, trials, limit)
     data = service.objective_curves(db, ref=study.id, numbers=[t.number for t in chosen])
     figure = _figures().learning_curves(
@@ -84,28 +131,36 @@ def curves(db: Database, ref: str | int, *, limit: int = MAX_CURVES) -> dict[str
     return figure
 
 
-def parallel(db: Database, ref: str | int) -> dict[str, Any]:
-    study, trials = _study_and_trials(db, ref)
+@cached
+def parallel(db: Database, study: StudyPublic) -> dict[str, Any]:
+    trials = _trials(db, study)
     objective = study.spec.objective
     return _figures().parallel_coordinates(
         trials, study.spec.space, metric=objective.metric, direction=objective.direction
     )
 
 
-def importance(db: Database, ref: str | int) -> dict[str, Any]:
-    return _figures().param_importance(service.param_importances(db, ref=ref))
+@cached
+def importance(db: Database, study: StudyPublic) -> dict[str, Any]:
+    return _figures().param_importance(service.param_importances(db, ref=study.id))
 
 
-def slice_(db: Database, ref: str | int) -> dict[str, Any]:
-    study, trials = _study_and_trials(db, ref)
+@cached
+def slice_(db: Database, study: StudyPublic) -> dict[str, Any]:
+    trials = _trials(db, study)
     objective = study.spec.objective
     return _figures().slice_plot(
-        trials, study.spec.space, metric=objective.metric, direction=objective.direction
+        trials,
+        study.spec.space,
+        metric=objective.metric,
+        direction=objective.direction,
+        max_points=MAX_POINTS // 2,
     )
 
 
-def contour(db: Database, ref: str | int, *, x: str | None, y: str | None) -> dict[str, Any]:
-    study, trials = _study_and_trials(db, ref)
+@cached
+def contour(db: Database, study: StudyPublic, *, x: str | None, y: str | None) -> dict[str, Any]:
+    trials = _trials(db, study)
     names = list(study.spec.space)
     if x is None or y is None:
         ranked = sorted(service.param_importances(db, ref=study.id).items(), key=lambda kv: -kv[1])

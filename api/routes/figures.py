@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from dashboards import views
 from hpo import InvalidSpec
@@ -13,46 +13,56 @@ from ..deps import DbDep
 
 router = APIRouter(tags=["figures"])
 Figure = dict[str, Any]
+# the study views come serialized from the dashboard's cache: no re-validation per request
+_JSON_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json": {}}}}
 
 
-@router.get("/api/v1/studies/{study}/figures/history", response_model=Figure)
-def history(study: str, db: DbDep) -> Figure:
+def _json(body: bytes) -> Response:
+    return Response(content=body, media_type="application/json")
+
+
+@router.get("/api/v1/studies/{study}/figures/history", response_class=Response, responses=_JSON_DOC)
+def history(study: str, db: DbDep) -> Response:
     """Objective per completed trial, with the best so far."""
-    return views.history(db, study)
+    return _json(views.history(db, study))
 
 
-@router.get("/api/v1/studies/{study}/figures/curves", response_model=Figure)
+@router.get("/api/v1/studies/{study}/figures/curves", response_class=Response, responses=_JSON_DOC)
 def curves(
     study: str, db: DbDep, limit: Annotated[int, Query(ge=1, le=1000)] = views.MAX_CURVES
-) -> Figure:
+) -> Response:
     """Learning curves (objective per epoch) of up to ``limit`` trials: the running ones, the
     best, then the most recent; ``meta`` says how many were shown of how many."""
-    return views.curves(db, study, limit=limit)
+    return _json(views.curves(db, study, limit=limit))
 
 
-@router.get("/api/v1/studies/{study}/figures/parallel", response_model=Figure)
-def parallel(study: str, db: DbDep) -> Figure:
+@router.get(
+    "/api/v1/studies/{study}/figures/parallel", response_class=Response, responses=_JSON_DOC
+)
+def parallel(study: str, db: DbDep) -> Response:
     """Parallel coordinates of parameters and objective (at most 1,000 lines)."""
-    return views.parallel(db, study)
+    return _json(views.parallel(db, study))
 
 
-@router.get("/api/v1/studies/{study}/figures/importance", response_model=Figure)
-def importance(study: str, db: DbDep) -> Figure:
+@router.get(
+    "/api/v1/studies/{study}/figures/importance", response_class=Response, responses=_JSON_DOC
+)
+def importance(study: str, db: DbDep) -> Response:
     """Parameter importance for the objective (Optuna's PED-ANOVA)."""
-    return views.importance(db, study)
+    return _json(views.importance(db, study))
 
 
-@router.get("/api/v1/studies/{study}/figures/slice", response_model=Figure)
-def slice_(study: str, db: DbDep) -> Figure:
+@router.get("/api/v1/studies/{study}/figures/slice", response_class=Response, responses=_JSON_DOC)
+def slice_(study: str, db: DbDep) -> Response:
     """Objective against each parameter."""
-    return views.slice_(db, study)
+    return _json(views.slice_(db, study))
 
 
-@router.get("/api/v1/studies/{study}/figures/contour", response_model=Figure)
-def contour(study: str, db: DbDep, x: str | None = None, y: str | None = None) -> Figure:
+@router.get("/api/v1/studies/{study}/figures/contour", response_class=Response, responses=_JSON_DOC)
+def contour(study: str, db: DbDep, x: str | None = None, y: str | None = None) -> Response:
     """Objective over two parameters (default: the two most important)."""
     try:
-        return views.contour(db, study, x=x, y=y)
+        return _json(views.contour(db, study, x=x, y=y))
     except ValueError as exc:
         raise InvalidSpec(str(exc)) from None
 

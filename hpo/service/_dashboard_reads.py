@@ -14,8 +14,10 @@ import optuna
 from sqlalchemy import and_, select
 from sqlalchemy.orm import aliased
 
+from .. import algorithms
 from ..storage import Database, MetricRow, RunRow
 from ._common import find_study, spec_of
+from ._summaries import trial_summaries
 
 Curve = list[tuple[int, float]]
 
@@ -84,28 +86,26 @@ def param_importances(db: Database, *, ref: str | int, max_trials: int = 1000) -
     """
     with db.transaction() as session:
         row = find_study(session, ref)
-        name, study_id = row.name, row.optuna_study_id
-    storage = db.optuna_storage
-    completed = storage.get_all_trials(
-        study_id, deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
-    )
-    key = (name, study_id)
+    spec = spec_of(row)
+    completed = [t for t in trial_summaries(db, row) if t.value is not None]
+    key = (row.name, row.id)
     with _importance_lock:
         cached = _importance_cache.get(key)
         if cached is not None and cached[0] == len(completed):
             return cached[1]
     result: dict[str, float] = {}
     if len(completed) >= 2:
-        study = optuna.create_study(direction=storage.get_study_directions(study_id)[0])
-        study.add_trials(completed[-max_trials:])
+        dists = algorithms.distributions(spec.space, grid=spec.algorithm.name == "grid")
+        study = optuna.create_study(direction=spec.objective.direction)
+        study.add_trials(
+            optuna.trial.create_trial(params=t.params, distributions=dists, value=t.value)
+            for t in completed[-max_trials:]
+        )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                result = dict(
-                    optuna.importance.get_param_importances(
-                        study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()
-                    )
-                )
+                evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+                result = dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
         except (RuntimeError, ValueError):  # e.g. every trial has the same params
             result = {}
     with _importance_lock:

@@ -13,6 +13,7 @@ from ..algorithms import Space
 from ..schemas import ReportPublic, RunPublic, TrialDetail, TrialPublic
 from ..storage import Database, MetricRow, RunRow
 from ._common import find_study, latest_run, spec_of
+from ._summaries import trial_summaries
 
 _OPTUNA_STATE = {
     TrialState.RUNNING: "running",
@@ -69,15 +70,7 @@ def list_trials(
     """
     with db.transaction() as session:
         row = find_study(session, ref)
-        runs = session.scalars(
-            select(RunRow).where(RunRow.study_id == row.id).order_by(RunRow.attempt)
-        ).all()
-    by_number: dict[int, list[RunRow]] = defaultdict(list)
-    for run in runs:
-        by_number[run.trial_number].append(run)
-    frozen = db.optuna_storage.get_all_trials(row.optuna_study_id, deepcopy=False)
-    space = spec_of(row).space
-    trials = [_trial_public(t, by_number.get(t.number, []), space) for t in frozen]
+    trials = trial_summaries(db, row)
     if state:
         trials = [t for t in trials if t.state == state]
     if sort != "number" or descending:
