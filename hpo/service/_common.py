@@ -7,7 +7,8 @@ from typing import Any
 
 import optuna
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql.elements import ColumnElement
 
 from .. import algorithms
 from .._errors import StudyNotFound, TrialNotFound
@@ -78,4 +79,18 @@ def load_optuna_study(
         storage=db.optuna_storage,
         sampler=sampler or optuna.samplers.RandomSampler(),
         pruner=algorithms.build_pruner(spec.algorithm, spec.budget),
+    )
+
+
+def is_latest_attempt() -> ColumnElement[bool]:
+    """A condition on ``RunRow``: no later attempt of the same trial exists."""
+    newer = aliased(RunRow)
+    return ~(
+        select(newer.id)
+        .where(
+            newer.study_id == RunRow.study_id,
+            newer.trial_number == RunRow.trial_number,
+            newer.attempt > RunRow.attempt,
+        )
+        .exists()
     )

@@ -12,11 +12,10 @@ from collections import defaultdict
 
 import optuna
 from sqlalchemy import and_, select
-from sqlalchemy.orm import aliased
 
 from .. import algorithms
 from ..storage import Database, MetricRow, RunRow
-from ._common import find_study, spec_of
+from ._common import find_study, is_latest_attempt, spec_of
 from ._summaries import trial_summaries
 
 Curve = list[tuple[int, float]]
@@ -34,16 +33,7 @@ def objective_curves(
     with db.transaction() as session:
         row = find_study(session, ref)
         name = metric or spec_of(row).objective.metric
-        newer = aliased(RunRow)
-        latest = (
-            ~select(newer.id)
-            .where(
-                newer.study_id == RunRow.study_id,
-                newer.trial_number == RunRow.trial_number,
-                newer.attempt > RunRow.attempt,
-            )
-            .exists()
-        )
+        latest = is_latest_attempt()
         query = (
             select(MetricRow.trial_number, MetricRow.step, MetricRow.value)
             .join(RunRow, and_(RunRow.id == MetricRow.run_id, latest))

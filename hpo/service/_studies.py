@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import optuna
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from .. import algorithms
 from .._errors import DuplicateStudy, InvalidSpec, NoCompletedTrial, StudyNotRunning
@@ -14,7 +14,7 @@ from ..schemas import BestTrial, StudyPublic
 from ..spec import StudySpec
 from ..storage import Database, MetricRow, RunRow, StudyRow
 from ..workloads import check_study_fits
-from ._common import find_study, size_of, spec_of
+from ._common import find_study, is_latest_attempt, size_of, spec_of
 from ._lifecycle import stop_runs
 
 
@@ -139,16 +139,7 @@ def _best(db: Database, row: StudyRow) -> BestTrial | None:
 
 def trial_counts(session: Session, row: StudyRow) -> dict[str, int]:
     """Trials by state, each trial counted once, by its latest attempt."""
-    newer = aliased(RunRow)
-    latest = (
-        ~select(newer.id)
-        .where(
-            newer.study_id == RunRow.study_id,
-            newer.trial_number == RunRow.trial_number,
-            newer.attempt > RunRow.attempt,
-        )
-        .exists()
-    )
+    latest = is_latest_attempt()
     query = (
         select(RunRow.state, func.count())
         .where(RunRow.study_id == row.id, latest)
