@@ -226,3 +226,15 @@ def test_an_operator_registered_workload_runs_with_params_and_reporter(fresh_pos
         assert best["value"] == pytest.approx(1 - abs(best["params"]["x"] - 0.5))
     finally:
         live.stop()
+
+
+def test_a_study_too_big_for_the_cluster_waits_and_says_why(live, caplog):
+    spec = synthetic_study("too-big")
+    spec["resources"] = {"gpus_per_trial": 4, "cpus_per_trial": 0.5}
+    with caplog.at_level("WARNING", logger="hpo.dispatcher"):
+        assert live.api("POST", "/api/v1/studies", json=spec).status_code == 201
+        time.sleep(2)
+    study = live.api("GET", "/api/v1/studies/too-big").json()
+    assert study["n_trials"] == 0 and study["status"] == "running"
+    warnings = [r.getMessage() for r in caplog.records if "too-big" in r.getMessage()]
+    assert len(warnings) == 1 and "asks for 4 GPUs" in warnings[0] and "has 2 GPUs" in warnings[0]

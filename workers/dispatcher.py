@@ -78,6 +78,7 @@ class Dispatcher:
         self.heartbeat_interval = max(heartbeat_timeout / 3, 0.2)
         self.client = Client(self.controller_url, http=http)
         self.inflight: dict[ray.ObjectRef, InFlight] = {}
+        self._warned: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -131,6 +132,8 @@ class Dispatcher:
 
     def _fill(self, study: StudyPublic) -> None:
         res = study.spec.resources
+        if not self._can_ever_fit(study):
+            return
         live = study.trial_counts.get("running", 0)
         for _ in range(study.spec.budget.parallelism - live):
             if not self._fits(res.gpus_per_trial, res.cpus_per_trial):
@@ -142,6 +145,26 @@ class Dispatcher:
                     return
                 raise
             self._launch(study, assignment.assignment)
+
+    def _can_ever_fit(self, study: StudyPublic) -> bool:
+        """False (and one warning) when the whole cluster is too small for one trial."""
+        res, total = study.spec.resources, ray.cluster_resources()
+        if res.gpus_per_trial <= total.get("GPU", 0.0) and res.cpus_per_trial <= total.get(
+            "CPU", 0.0
+        ):
+            return True
+        if study.name not in self._warned:
+            self._warned.add(study.name)
+            log.warning(
+                "study %s asks for %g GPUs and %g CPUs per trial, but the Ray cluster has %g "
+                "GPUs and %g CPUs: its trials wait until nodes that large join",
+                study.name,
+                res.gpus_per_trial,
+                res.cpus_per_trial,
+                total.get("GPU", 0.0),
+                total.get("CPU", 0.0),
+            )
+        return False
 
     def _fits(self, gpus: float, cpus: float) -> bool:
         total = ray.cluster_resources()
