@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -234,10 +233,3 @@ class Dispatcher:
                 log.info(
                     "trial %s/%d cancelled with its study", flight.study, flight.assignment.number
                 )
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until nothing is in flight (for tests and the demo)."""
-        deadline = time.monotonic() + timeout
-        while self.inflight and time.monotonic() < deadline:
-            time.sleep(0.1)
-        return not self.inflight

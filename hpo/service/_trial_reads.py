@@ -51,9 +51,6 @@ def _trial_public(
     )
 
 
-SORT_KEYS = ("number", "value", "state", "last_step")
-
-
 def list_trials(
     db: Database,
     *,
@@ -111,4 +108,4 @@ def get_trial(db: Database, *, ref: str | int, number: int) -> TrialDetail:
     return detail
 
 
-__all__ = ["SORT_KEYS", "get_trial", "list_trials"]
+__all__ = ["get_trial", "list_trials"]
