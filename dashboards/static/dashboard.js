@@ -57,6 +57,17 @@ const HPO = (() => {
     }
   }
 
+  // one titled figure per metric, into the container, each div id `${prefix}-${metric}`
+  async function plotAll(containerId, prefix, figures) {
+    const container = document.getElementById(containerId);
+    for (const [metric, fig] of Object.entries(figures)) {
+      const div = h("div", { class: "plot", id: `${prefix}-${metric}` });
+      container.append(h("div", { class: "figure" }, h("h2", {}, metric), div));
+      await Plotly.react(div, fig.data, fig.layout, PLOT_CONFIG);
+      div.dataset.traces = String(fig.data.length);
+    }
+  }
+
   function pager(container, total, offset, limit, go) {
     container.replaceChildren();
     if (total <= limit) return;
@@ -267,14 +278,7 @@ const HPO = (() => {
       h("td", {}, when(r.worker_started_at || r.started_at)),
       h("td", {}, seconds(r.worker_started_at || r.started_at, r.finished_at)), h("td", {}, fmt(r.last_step)),
       h("td", {}, r.failure_kind || "–"))));
-    const figs = await getJSON(`${api}/figures`);
-    const container = document.getElementById("metric-figures");
-    for (const [metric, fig] of Object.entries(figs)) {
-      const div = h("div", { class: "plot", id: `fig-metric-${metric}` });
-      container.append(h("div", { class: "figure" }, h("h2", {}, metric), div));
-      await Plotly.react(div, fig.data, fig.layout, PLOT_CONFIG);
-      div.dataset.traces = String(fig.data.length);
-    }
+    await plotAll("metric-figures", "fig-metric", await getJSON(`${api}/figures`));
     document.body.dataset.loaded = "trial";
   }
 
@@ -288,13 +292,7 @@ const HPO = (() => {
       ...numbers.map((n) => h("th", {}, h("a", { href: `/studies/${enc(name)}/trials/${n}` }, `#${n}`)))));
     document.querySelector("#compare-table tbody").replaceChildren(...data.params.map((row) =>
       h("tr", { class: row.differs ? "differs" : "" }, h("th", {}, row.name), ...row.values.map((v) => h("td", {}, fmt(v))))));
-    const container = document.getElementById("compare-figures");
-    for (const [metric, fig] of Object.entries(data.figures)) {
-      const div = h("div", { class: "plot", id: `fig-compare-${metric}` });
-      container.append(h("div", { class: "figure" }, h("h2", {}, metric), div));
-      await Plotly.react(div, fig.data, fig.layout, PLOT_CONFIG);
-      div.dataset.traces = String(fig.data.length);
-    }
+    await plotAll("compare-figures", "fig-compare", data.figures);
     document.body.dataset.loaded = "compare";
   }
 

@@ -94,3 +94,20 @@ def is_latest_attempt() -> ColumnElement[bool]:
         )
         .exists()
     )
+
+
+# Optuna's trial states (by name) as the API shows them
+OPTUNA_STATE = {
+    "RUNNING": "running",
+    "WAITING": "running",
+    "COMPLETE": "completed",
+    "PRUNED": "pruned",
+    "FAIL": "failed",
+}
+
+
+def trial_state(optuna_state: str, latest_run_state: str | None) -> str:
+    """A trial's state: Optuna's, except where its latest attempt is cancelled or pending."""
+    if latest_run_state in ("cancelled", "pending"):
+        return latest_run_state
+    return OPTUNA_STATE.get(optuna_state, "running")

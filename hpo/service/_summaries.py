@@ -15,20 +15,13 @@ from collections import defaultdict
 from typing import Any
 
 from optuna.distributions import BaseDistribution, json_to_distribution
-from sqlalchemy import text
+from sqlalchemy import Integer, String, text
 
 from .. import algorithms
 from ..schemas import TrialPublic
-from ..storage import Database, StudyRow
-from ._common import spec_of
+from ..storage import Database, StudyRow, UTCDateTime
+from ._common import spec_of, trial_state
 
-_OPTUNA_STATE = {
-    "RUNNING": "running",
-    "WAITING": "running",
-    "COMPLETE": "completed",
-    "PRUNED": "pruned",
-    "FAIL": "failed",
-}
 _RUNNING_TTL_S = 1.0
 _cache: dict[tuple[int, int], tuple[Any, float, list[TrialPublic]]] = {}
 _lock = threading.Lock()
@@ -47,6 +40,12 @@ _PARAMS = text(
 _RUNS = text(
     "SELECT trial_number, state, last_step, started_at, finished_at FROM hpo_trial_runs "
     "WHERE study_id = :study ORDER BY trial_number, attempt"
+).columns(  # typed like the ORM's columns, so timestamps come back zoned on SQLite too
+    trial_number=Integer(),
+    state=String(),
+    last_step=Integer(),
+    started_at=UTCDateTime(),
+    finished_at=UTCDateTime(),
 )
 
 
@@ -89,9 +88,7 @@ def _read(db: Database, row: StudyRow) -> list[TrialPublic]:
     for trial_id, number, state, value in trials:
         attempts = runs.get(number, [])
         latest = attempts[-1] if attempts else None
-        shown = _OPTUNA_STATE.get(str(state).split(".")[-1], "running")
-        if latest is not None and latest.state in ("cancelled", "pending"):
-            shown = latest.state
+        shown = trial_state(str(state).split(".")[-1], latest.state if latest else None)
         out.append(
             TrialPublic.model_construct(
                 number=number,
@@ -100,19 +97,8 @@ def _read(db: Database, row: StudyRow) -> list[TrialPublic]:
                 value=value if shown == "completed" else None,
                 last_step=latest.last_step if latest else None,
                 attempts=len(attempts) or 1,
-                started_at=_aware(attempts[0].started_at) if attempts else None,
-                finished_at=_aware(latest.finished_at) if latest else None,
+                started_at=attempts[0].started_at if attempts else None,
+                finished_at=latest.finished_at if latest else None,
             )
         )
     return out
-
-
-def _aware(value: Any) -> Any:
-    """Core queries skip the ORM's UTC type: give SQLite's naive UTC timestamps their zone."""
-    from datetime import datetime, timezone
-
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if isinstance(value, datetime) and value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value

@@ -12,22 +12,8 @@ from .. import algorithms
 from ..algorithms import Space
 from ..schemas import ReportPublic, RunPublic, TrialDetail, TrialPublic
 from ..storage import Database, MetricRow, RunRow
-from ._common import find_study, latest_run, spec_of
+from ._common import find_study, latest_run, spec_of, trial_state
 from ._summaries import trial_summaries
-
-_OPTUNA_STATE = {
-    TrialState.RUNNING: "running",
-    TrialState.WAITING: "running",
-    TrialState.COMPLETE: "completed",
-    TrialState.PRUNED: "pruned",
-    TrialState.FAIL: "failed",
-}
-
-
-def _state(frozen: FrozenTrial, run: RunRow | None) -> str:
-    if run is not None and run.state in ("cancelled", "pending"):
-        return run.state
-    return _OPTUNA_STATE[frozen.state]
 
 
 def _trial_public(
@@ -40,7 +26,7 @@ def _trial_public(
     run = attempts[-1] if attempts else None
     return cls(
         number=frozen.number,
-        state=_state(frozen, run),  # type: ignore[arg-type]
+        state=trial_state(frozen.state.name, run.state if run else None),  # type: ignore[arg-type]
         params=algorithms.clean_params(space, frozen.params),
         value=frozen.value if frozen.state == TrialState.COMPLETE else None,
         last_step=frozen.last_step,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 
 from optuna.trial import TrialState
 from sqlalchemy import select
@@ -128,6 +129,22 @@ def _require_running(run: RunRow, row: StudyRow, action: str) -> None:
         )
 
 
+def _live_run(
+    session: Session, row: StudyRow, number: int, token: str | None, action: str
+) -> RunRow | None:
+    """The trial's running attempt, or None when its study was cancelled (the worker stops)."""
+    run = _authorized_run(session, row, number, token)
+    if run.state == "cancelled":
+        return None
+    _require_running(run, row, action)
+    return run
+
+
+def _mark_alive(run: RunRow, now: datetime) -> None:
+    run.heartbeat_at = now
+    run.worker_started_at = run.worker_started_at or now
+
+
 def _objective(spec: StudySpec, metrics: dict[str, float], what: str) -> float:
     metric = spec.objective.metric
     if metric not in metrics:
@@ -150,10 +167,9 @@ def report(
     """Record one step's metrics; return True when the trial should stop now."""
     with db.transaction(write=True) as session:
         row = find_study(session, ref)
-        run = _authorized_run(session, row, number, token)
-        if run.state == "cancelled":
+        run = _live_run(session, row, number, token, "take more reports")
+        if run is None:
             return True
-        _require_running(run, row, "take more reports")
         spec = spec_of(row)
         value = _objective(spec, metrics, "report")
         if run.last_step is not None and step <= run.last_step:
@@ -176,8 +192,8 @@ def report(
             )
             for name, val in metrics.items()
         )
-        run.last_step, run.heartbeat_at = step, now
-        run.worker_started_at = run.worker_started_at or now
+        run.last_step = step
+        _mark_alive(run, now)
         if stop:
             finish_run(session, row, run, spec, "pruned")
         return stop
@@ -195,13 +211,10 @@ def heartbeat(
     """A worker says it is alive (and where it runs); True means stop now."""
     with db.transaction(write=True) as session:
         row = find_study(session, ref)
-        run = _authorized_run(session, row, number, token)
-        if run.state == "cancelled":
+        run = _live_run(session, row, number, token, "send heartbeats")
+        if run is None:
             return True
-        _require_running(run, row, "send heartbeats")
-        now = utcnow()
-        run.heartbeat_at = now
-        run.worker_started_at = run.worker_started_at or now
+        _mark_alive(run, utcnow())
         if worker is not None:
             run.worker = worker
         if gpus is not None:
