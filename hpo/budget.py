@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .spec import StudySpec
+from .vocabulary import RETRYABLE_FAILURES, FailureKind
 
 __all__ = [
     "FAILURE_KINDS",
@@ -55,11 +56,9 @@ def is_finished(*, handed_out: int, size: int | None, running: int) -> bool:
 
 
 #: failure kinds caused by the infrastructure, not the trial's configuration: worth a retry
-RETRYABLE_KINDS = frozenset({"crash", "heartbeat", "node_lost"})
+RETRYABLE_KINDS = RETRYABLE_FAILURES
 #: every failure kind a run record may carry
-FAILURE_KINDS = frozenset(
-    {*RETRYABLE_KINDS, "exception", "oom", "nonfinite", "reported", "cancelled", "time_limit"}
-)
+FAILURE_KINDS = frozenset(FailureKind)
 
 
 def decide_retry(*, kind: str, attempt: int, max_retries: int) -> bool:

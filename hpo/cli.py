@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import HPOError
 from .client import Client, HPOClientError
+from .vocabulary import StudyStatus, TrialState, values
 
 if TYPE_CHECKING:
     from .schemas import StudyPublic
     from .settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-STATES = ("running", "completed", "pruned", "failed", "cancelled")
-STATUSES = ("running", "completed", "cancelled")
+STATES = values(TrialState)
+STATUSES = values(StudyStatus)
 
 
 class CLIError(Exception):
