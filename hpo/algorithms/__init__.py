@@ -1,21 +1,56 @@
-"""Pure decision code: samplers, pruners and the search-space translation.
+"""Pure decision code: samplers, early-stopping rules and the search-space translation.
 
 Nothing here reads or writes storage; the service layer does the I/O.
 """
 
-from ._pruners import build_pruner, pruning_applies
-from ._samplers import build_sampler, missing_requirements, trial_seed
+from ._early_stopping import (
+    MEDIAN_STARTUP_TRIALS,
+    HalvingPlan,
+    RungOutcome,
+    bracket_of,
+    halving_plan,
+    median_stops,
+    promotable,
+    pruning_applies,
+    rung_step,
+    rung_steps,
+    successive_halving,
+)
+from ._pruners import build_pruner
+from ._samplers import (
+    PastTrial,
+    build_sampler,
+    grid_point,
+    missing_requirements,
+    needs_history,
+    sample_params,
+    trial_seed,
+)
 from ._space import Space, clean_params, distributions, grid_points, grid_size
 
 __all__ = [
+    "MEDIAN_STARTUP_TRIALS",
+    "HalvingPlan",
+    "PastTrial",
+    "RungOutcome",
     "Space",
+    "bracket_of",
     "build_pruner",
     "build_sampler",
     "clean_params",
     "distributions",
+    "grid_point",
     "grid_points",
     "grid_size",
+    "halving_plan",
+    "median_stops",
     "missing_requirements",
+    "needs_history",
+    "promotable",
     "pruning_applies",
+    "rung_step",
+    "rung_steps",
+    "sample_params",
+    "successive_halving",
     "trial_seed",
 ]

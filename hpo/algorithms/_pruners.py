@@ -1,4 +1,8 @@
-"""Early-stopping adapters: ASHA, Hyperband and median through Optuna's pruners."""
+"""Optuna's pruners for each early-stopping name.
+
+The service decides with the pure rules of :mod:`hpo.algorithms._early_stopping`; these are
+the pruners those rules restate, used by the tests that replay reports through both.
+"""
 
 from __future__ import annotations
 
@@ -31,8 +35,3 @@ def build_pruner(algorithm: AlgorithmSpec, budget: BudgetSpec) -> optuna.pruners
             n_startup_trials=5, n_warmup_steps=algorithm.grace_period
         )
     return optuna.pruners.NopPruner()
-
-
-def pruning_applies(*, step: int, max_epochs: int) -> bool:
-    """Whether a report at ``step`` may stop the trial: never at or after the last epoch."""
-    return step < max_epochs

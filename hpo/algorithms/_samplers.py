@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
 
+import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
 
 from ..spec import AlgorithmSpec
-from ._space import Space, grid_points
+from ..vocabulary import AlgorithmName, TrialState
+from ._space import Space, clean_params, distributions, grid_points
 
 
 def trial_seed(seed: int | None, trial_number: int) -> int | None:
@@ -57,3 +63,105 @@ def build_sampler(
         )
     # random and asha (ASHA is random search with successive-halving early stopping)
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+@dataclass(frozen=True)
+class PastTrial:
+    """What a model-based sampler needs of one earlier trial (read from our tables)."""
+
+    number: int
+    #: see hpo.vocabulary.TrialState
+    state: str
+    params: dict[str, Any]
+    #: the completed value, or a pruned trial's value at its last step
+    value: float | None = None
+    last_step: int | None = None
+
+
+def needs_history(algorithm: AlgorithmSpec) -> bool:
+    """Whether drawing a trial under ``algorithm`` looks at earlier trials (TPE and GP do;
+    grid and random draw from the trial number and the seed alone)."""
+    return algorithm.name == AlgorithmName.BAYESIAN
+
+
+def grid_point(space: Space, *, seed: int | None, number: int) -> dict[str, Any]:
+    """Trial ``number``'s point of the grid: Optuna's ``GridSampler(grid, seed)`` order.
+
+    GridSampler lists the cartesian product of the value lists (parameters sorted by name),
+    shuffles it once with ``numpy.random.RandomState(seed or 0)`` and gives trial n the n-th
+    point. The same shuffle of the point indices gives the same order without building every
+    point; ``tests/test_algorithms.py`` checks it against GridSampler itself.
+    """
+    points = grid_points(space)
+    names = sorted(points)
+    sizes = [len(points[name]) for name in names]
+    total = math.prod(sizes)
+    if not 0 <= number < total:
+        raise ValueError(f"trial {number} is outside the grid of {total} points")
+    order = np.arange(total)
+    np.random.RandomState(seed or 0).shuffle(order)
+    index = int(order[number])
+    params: dict[str, Any] = {}
+    for name, size in zip(reversed(names), reversed(sizes), strict=True):
+        index, position = divmod(index, size)
+        params[name] = points[name][position]
+    return {name: params[name] for name in space}
+
+
+def sample_params(
+    algorithm: AlgorithmSpec,
+    space: Space,
+    *,
+    number: int,
+    direction: Literal["maximize", "minimize"],
+    history: list[PastTrial] | None = None,
+) -> dict[str, Any]:
+    """The parameters of trial ``number``: a pure function of the algorithm, the seed, the
+    trial number and (for a model-based sampler) the earlier trials.
+
+    The sampler works on an in-memory Optuna study holding ``history``; nothing is read from
+    or written to a database here.
+    """
+    if algorithm.name == AlgorithmName.GRID:
+        return grid_point(space, seed=algorithm.seed, number=number)
+    dists = distributions(space)
+    study = optuna.create_study(
+        direction=direction,
+        sampler=build_sampler(algorithm, space, trial_number=number),
+    )
+    if history:
+        study.add_trials(_frozen(past, dists) for past in history if _usable(past, dists))
+    return clean_params(space, study.ask(dists).params)
+
+
+def _usable(past: PastTrial, dists: dict[str, BaseDistribution]) -> bool:
+    if past.state not in _OPTUNA_STATES or set(past.params) != set(dists):
+        return False
+    if past.state == TrialState.COMPLETED and past.value is None:
+        return False
+    return all(
+        dists[name]._contains(dists[name].to_internal_repr(value))
+        for name, value in past.params.items()
+    )
+
+
+_OPTUNA_STATES = {
+    TrialState.COMPLETED: optuna.trial.TrialState.COMPLETE,
+    TrialState.PRUNED: optuna.trial.TrialState.PRUNED,
+    TrialState.RUNNING: optuna.trial.TrialState.RUNNING,
+    TrialState.PENDING: optuna.trial.TrialState.RUNNING,
+}
+
+
+def _frozen(past: PastTrial, dists: dict[str, BaseDistribution]) -> optuna.trial.FrozenTrial:
+    state = _OPTUNA_STATES[TrialState(past.state)]
+    intermediate = {}
+    if state == optuna.trial.TrialState.PRUNED and past.value is not None:
+        intermediate = {past.last_step or 0: past.value}
+    return optuna.trial.create_trial(
+        state=state,
+        value=past.value if state == optuna.trial.TrialState.COMPLETE else None,
+        params=past.params,
+        distributions=dists,
+        intermediate_values=intermediate,
+    )

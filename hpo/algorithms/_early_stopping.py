@@ -1,0 +1,181 @@
+"""Early stopping as pure rules: successive halving (ASHA), Hyperband and the median rule.
+
+These are Optuna's ``SuccessiveHalvingPruner``, ``HyperbandPruner`` and ``MedianPruner``
+restated over the few values a decision needs, so that the service can feed them from an
+indexed query (the values recorded at one rung) instead of handing a pruner every trial's
+history. ``tests/test_early_stopping.py`` replays the same reports through Optuna's own
+pruners and checks that every decision agrees.
+
+The dashboard draws its rung lines from :func:`rung_steps`, the function the rule uses.
+"""
+
+from __future__ import annotations
+
+import binascii
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..spec import AlgorithmSpec, BudgetSpec
+from ..vocabulary import EarlyStopping
+
+__all__ = [
+    "MEDIAN_STARTUP_TRIALS",
+    "HalvingPlan",
+    "RungOutcome",
+    "bracket_of",
+    "halving_plan",
+    "median_stops",
+    "promotable",
+    "pruning_applies",
+    "rung_step",
+    "rung_steps",
+    "successive_halving",
+]
+
+#: the median rule judges nothing until this many trials completed (Optuna's default)
+MEDIAN_STARTUP_TRIALS = 5
+
+
+@dataclass(frozen=True)
+class HalvingPlan:
+    """Where successive halving decides, for one study.
+
+    Bracket ``b`` (Hyperband has several, plain ASHA one) decides at
+    ``min_resource * reduction_factor ** (b + k)`` epochs for k = 0, 1, ...
+    """
+
+    min_resource: int
+    reduction_factor: int
+    max_epochs: int
+    n_brackets: int = 1
+
+    def allocation(self) -> list[int]:
+        """Hyperband's share of trials per bracket (Optuna's trial allocation budget)."""
+        eta, n = self.reduction_factor, self.n_brackets
+        return [math.ceil(n * eta ** (n - 1 - b) / (n - b)) for b in range(n)]
+
+
+def halving_plan(algorithm: AlgorithmSpec, budget: BudgetSpec) -> HalvingPlan | None:
+    """The plan of a study whose early stopping is ``asha`` or ``hyperband``; else None."""
+    rule = algorithm.pruner
+    if rule == EarlyStopping.ASHA:
+        return HalvingPlan(algorithm.grace_period, algorithm.reduction_factor, budget.max_epochs)
+    if rule == EarlyStopping.HYPERBAND:
+        # Optuna's HyperbandPruner with max_resource = max_epochs
+        n = math.floor(
+            math.log(budget.max_epochs / algorithm.grace_period, algorithm.reduction_factor)
+        )
+        return HalvingPlan(
+            algorithm.grace_period, algorithm.reduction_factor, budget.max_epochs, n + 1
+        )
+    return None
+
+
+def bracket_of(plan: HalvingPlan, study_name: str, number: int) -> int:
+    """The Hyperband bracket of trial ``number`` (always 0 for plain ASHA).
+
+    Optuna's rule: a CRC-32 of ``"<study name>_<trial number>"`` spread over the brackets in
+    proportion to their allocation. A retried trial keeps its number, so it keeps its bracket.
+    """
+    if plan.n_brackets == 1:
+        return 0
+    budgets = plan.allocation()
+    n = binascii.crc32(f"{study_name}_{number}".encode()) % sum(budgets)
+    for bracket, share in enumerate(budgets):
+        n -= share
+        if n < 0:
+            return bracket
+    raise AssertionError("unreachable: the shares add up to the modulus")
+
+
+def rung_step(plan: HalvingPlan, bracket: int, rung: int) -> int:
+    """The epoch at which ``rung`` of ``bracket`` decides."""
+    return int(plan.min_resource * plan.reduction_factor ** (bracket + rung))
+
+
+def rung_steps(plan: HalvingPlan, bracket: int = 0) -> list[int]:
+    """Every epoch at which ``bracket`` decides (before the last epoch, which never stops)."""
+    steps: list[int] = []
+    rung = 0
+    while pruning_applies(step=rung_step(plan, bracket, rung), max_epochs=plan.max_epochs):
+        steps.append(rung_step(plan, bracket, rung))
+        rung += 1
+    return steps
+
+
+def pruning_applies(*, step: int, max_epochs: int) -> bool:
+    """Whether a report at ``step`` may stop the trial: never at or after the last epoch."""
+    return step < max_epochs
+
+
+def promotable(value: float, competing: Sequence[float], eta: int, maximize: bool) -> bool:
+    """Whether ``value`` is in the top ``1/eta`` of ``competing`` (which includes it).
+
+    Below ``eta`` values, only the best one goes on, as in Optuna.
+    """
+    ordered = sorted(competing)
+    index = max(len(ordered) // eta - 1, 0)
+    return value >= ordered[-(index + 1)] if maximize else value <= ordered[index]
+
+
+@dataclass(frozen=True)
+class RungOutcome:
+    """What one report decides under successive halving."""
+
+    stop: bool
+    #: (rung, value) pairs this report records: one per rung it reached
+    recorded: tuple[tuple[int, float], ...]
+    #: the first rung the attempt has not passed
+    next_rung: int
+
+
+def successive_halving(
+    *,
+    plan: HalvingPlan,
+    bracket: int,
+    next_rung: int,
+    step: int,
+    value: float,
+    maximize: bool,
+    competitors: Callable[[int], Sequence[float]],
+) -> RungOutcome:
+    """Judge a report at ``step`` of an attempt that has passed every rung below
+    ``next_rung``: at each rung the step reaches, the value is recorded and must be
+    promotable among ``competitors(rung)`` (the values other attempts recorded at that rung of
+    the bracket) plus itself, or the trial stops."""
+    recorded: list[tuple[int, float]] = []
+    rung = next_rung
+    while step >= rung_step(plan, bracket, rung):
+        recorded.append((rung, value))
+        competing = [*competitors(rung), value]
+        if not promotable(value, competing, plan.reduction_factor, maximize):
+            return RungOutcome(True, tuple(recorded), rung + 1)
+        rung += 1
+    return RungOutcome(False, tuple(recorded), rung)
+
+
+def median_stops(
+    *,
+    step: int,
+    best_so_far: float,
+    completed_trials: int,
+    completed_at_step: Sequence[float],
+    warmup_steps: int,
+    maximize: bool,
+) -> bool:
+    """Optuna's ``MedianPruner(n_startup_trials=5, n_warmup_steps=warmup_steps)``: stop when
+    the attempt's best value so far is worse than the median of the completed trials' values
+    at this step."""
+    if completed_trials < MEDIAN_STARTUP_TRIALS or step < warmup_steps or not completed_at_step:
+        return False
+    median = _percentile(sorted(completed_at_step), 50.0)
+    return best_so_far < median if maximize else best_so_far > median
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    """numpy's default (linear) percentile of sorted values."""
+    position = (len(ordered) - 1) * q / 100.0
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
