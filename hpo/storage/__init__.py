@@ -1,6 +1,30 @@
 """Storage: our ``hpo_`` tables beside Optuna's, in PostgreSQL or a SQLite file."""
 
-from ._database import Database
-from ._models import Base, MetricRow, RunRow, StudyRow, UTCDateTime, utcnow
+from ._database import Database, is_transient
+from ._models import (
+    Base,
+    MetricRow,
+    OptunaStudyRow,
+    OptunaTombstone,
+    RungRow,
+    RunRow,
+    StudyRow,
+    TrialRow,
+    UTCDateTime,
+    utcnow,
+)
 
-__all__ = ["Base", "Database", "MetricRow", "RunRow", "StudyRow", "UTCDateTime", "utcnow"]
+__all__ = [
+    "Base",
+    "Database",
+    "MetricRow",
+    "OptunaStudyRow",
+    "OptunaTombstone",
+    "RunRow",
+    "RungRow",
+    "StudyRow",
+    "TrialRow",
+    "UTCDateTime",
+    "is_transient",
+    "utcnow",
+]

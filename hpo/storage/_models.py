@@ -1,8 +1,10 @@
 """Our own tables, beside Optuna's in the same database (all prefixed ``hpo_``).
 
-Optuna's tables hold each trial's parameters, state, objective value and intermediate values;
-ours hold what Optuna does not: the study spec and status, one run record per trial attempt,
-and every metric reported per step.
+Ours are the truth: the study spec and status, one row per trial (its parameters, state and
+value), one run record per attempt at it, every metric reported per step, and the values
+recorded at each successive-halving rung. Every operation writes them in one transaction.
+Optuna's tables are a mirror derived from them (:mod:`hpo.service._mirror`), so that
+``optuna.load_study`` works on our studies; nothing is ever decided from the mirror.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -61,28 +64,75 @@ class StudyRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
-    optuna_study_id: Mapped[int] = mapped_column(Integer)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="running")
-    #: trials handed out so far (Optuna trials created); the budget is counted against it.
+    #: trials handed out so far; the budget is counted against it, and it numbers the next one
     handed_out: Mapped[int] = mapped_column(Integer, default=0)
+    #: trials the budget allows (max_trials, capped by the grid); null is unlimited
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: bumped by every change of the study's own row (a trial handed out, its status)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+#: a trial whose row differs from what the Optuna mirror last wrote of it
+UNMIRRORED = "mirrored IS NULL OR mirrored <> state"
+
+
+class TrialRow(Base):
+    """One trial: a configuration, and where it stands over all its attempts."""
+
+    __tablename__ = "hpo_trials"
+    __table_args__ = (
+        UniqueConstraint("study_id", "number"),
+        Index("ix_hpo_trials_study_state", "study_id", "state"),
+        Index(
+            "ix_hpo_trials_unmirrored",
+            "study_id",
+            postgresql_where=text(UNMIRRORED),
+            sqlite_where=text(UNMIRRORED),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("hpo_studies.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    #: see hpo.vocabulary.TrialState
+    state: Mapped[str] = mapped_column(String(16))
+    #: the parameters, as the API shows them
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: the objective: the completed value, or a pruned trial's value at its last step
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    #: the run record of the latest attempt
+    latest_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: the state the Optuna mirror last wrote for this trial; null before it wrote any
+    mirrored: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class RunRow(Base):
     """One attempt at running one trial."""
 
     __tablename__ = "hpo_trial_runs"
-    __table_args__ = (UniqueConstraint("study_id", "trial_number", "attempt"),)
+    __table_args__ = (
+        UniqueConstraint("study_id", "trial_number", "attempt"),
+        Index("ix_hpo_trial_runs_study_state", "study_id", "state"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     study_id: Mapped[int] = mapped_column(
         ForeignKey("hpo_studies.id", ondelete="CASCADE"), index=True
     )
+    #: null only for runs carried over from before migration 0003 whose trial vanished
+    trial_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hpo_trials.id", ondelete="CASCADE", name="fk_hpo_trial_runs_trial_id"),
+        nullable=True,
+    )
     trial_number: Mapped[int] = mapped_column(Integer)
-    optuna_trial_id: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     #: pending (a retry waiting for a worker) | running | completed | pruned | failed | cancelled
     state: Mapped[str] = mapped_column(String(16), default="running")
@@ -91,9 +141,11 @@ class RunRow(Base):
     #: the GPU ids the worker saw in CUDA_VISIBLE_DEVICES ("" for none)
     gpus: Mapped[str | None] = mapped_column(String(64), nullable=True)
     last_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: the first successive-halving rung this attempt has not passed yet
+    next_rung: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     final_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    #: see hpo.budget.FAILURE_KINDS
+    #: see hpo.vocabulary.FailureKind
     failure_kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -109,6 +161,7 @@ class MetricRow(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "step", "name"),
         Index("ix_hpo_metrics_study_trial", "study_id", "trial_number"),
+        Index("ix_hpo_metrics_study_name_step", "study_id", "name", "step"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -118,3 +171,51 @@ class MetricRow(Base):
     step: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(64))
     value: Mapped[float] = mapped_column(Float)
+
+
+class RungRow(Base):
+    """The objective an attempt had when it reached a successive-halving rung.
+
+    A rung decision reads the values recorded at that rung (an indexed query), never every
+    trial's history, so a report costs the same with 20 or 2,000 trials in flight.
+    """
+
+    __tablename__ = "hpo_rungs"
+    __table_args__ = (Index("ix_hpo_rungs_study_bracket_rung", "study_id", "bracket", "rung"),)
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("hpo_trial_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    rung: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("hpo_studies.id", ondelete="CASCADE"))
+    #: the Hyperband bracket of the trial (0 for plain successive halving)
+    bracket: Mapped[int] = mapped_column(Integer)
+    trial_number: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float] = mapped_column(Float)
+
+
+class OptunaStudyRow(Base):
+    """How far the Optuna mirror of a study got: its study in Optuna's tables."""
+
+    __tablename__ = "hpo_optuna_studies"
+
+    study_id: Mapped[int] = mapped_column(
+        ForeignKey("hpo_studies.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: null until the mirror has created the study in Optuna's tables
+    optuna_study_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: the mirror pass working on this study (one at a time, over every controller)...
+    claimed_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: ...until then, unless it renews its claim (a pass that died frees it this way)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class OptunaTombstone(Base):
+    """A deleted study whose Optuna mirror is still to be removed."""
+
+    __tablename__ = "hpo_optuna_tombstones"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
