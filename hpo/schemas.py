@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from .spec import StudySpec
+from .vocabulary import FailureKind, StudyStatus, TrialState, values
 
 __all__ = [
     "AskIn",
@@ -30,11 +31,39 @@ __all__ = [
     "TrialDetail",
     "TrialPublic",
     "TrialState",
+    "checked_text",
 ]
 
 T = TypeVar("T")
-TrialState = Literal["pending", "running", "completed", "pruned", "failed", "cancelled"]
-StudyStatus = Literal["running", "completed", "cancelled"]
+#: the largest step or trial number the database's integer columns hold
+MAX_STEP = 2**31 - 1
+#: metrics one report may carry
+MAX_METRICS = 256
+
+
+def checked_text(value: str, *, line: bool = True) -> str:
+    """Refuse what a database cannot store or a person cannot read: NUL and other control
+    characters (only tabs and newlines in free text, with ``line=False``), and lone UTF-16
+    surrogates (which are not text in any encoding)."""
+    allowed = "" if line else "\t\n\r"
+    bad = next((c for c in value if (ord(c) < 32 or ord(c) == 127) and c not in allowed), None)
+    if bad is not None:
+        raise ValueError(f"must not contain control characters (found {bad!r})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+    return value
+
+
+def _free_text(value: str) -> str:
+    return checked_text(value, line=False)
+
+
+#: one line of text: a worker name, a metric name
+Line = Annotated[str, AfterValidator(checked_text)]
+#: free text that may span lines: a failure reason
+FreeText = Annotated[str, AfterValidator(_free_text)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -62,6 +91,16 @@ class StudyPublic(BaseModel):
     n_trials: int = Field(description="trials handed out so far")
     trial_counts: dict[str, int] = Field(description="trials by state")
     best: BestTrial | None = None
+    version: int = Field(
+        default=1,
+        description="changes whenever the study's own record does (a trial handed out, its "
+        "status); a cache of the study's views is keyed by it",
+    )
+
+
+class ReportPublic(BaseModel):
+    step: int
+    metrics: dict[str, float]
 
 
 class RunPublic(BaseModel):
@@ -77,7 +116,10 @@ class RunPublic(BaseModel):
     finished_at: datetime | None = None
     last_step: int | None = None
     error: str | None = None
-    failure_kind: str | None = None
+    failure_kind: FailureKind | None = None
+    reports: list[ReportPublic] = Field(
+        default_factory=list, description="every metric this attempt reported, per step"
+    )
 
 
 class TrialPublic(BaseModel):
@@ -91,33 +133,37 @@ class TrialPublic(BaseModel):
     finished_at: datetime | None = None
 
 
-class ReportPublic(BaseModel):
-    step: int
-    metrics: dict[str, float]
-
-
 class TrialDetail(TrialPublic):
-    reports: list[ReportPublic] = Field(description="every reported metric, per step")
+    reports: list[ReportPublic] = Field(
+        description="every metric the latest attempt reported, per step (each attempt's "
+        "own are under runs)"
+    )
     final_metrics: dict[str, float] | None = None
     runs: list[RunPublic]
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    if len(metrics) > MAX_METRICS:
+        raise ValueError(f"has {len(metrics)} metrics, but one report holds at most {MAX_METRICS}")
+    for name in metrics:
+        if not 1 <= len(name) <= 64:
+            raise ValueError(f"metric name {name[:80]!r} must be 1-64 characters long")
+        try:
+            checked_text(name)
+        except ValueError as exc:
+            raise ValueError(f"metric name {name!r} {exc}") from None
     bad = [name for name, value in metrics.items() if not math.isfinite(value)]
     if bad:
         raise ValueError(
             f"metrics {', '.join(bad)} are not finite numbers; report a diverged trial with "
             "POST .../fail instead"
         )
-    for name in metrics:
-        if not 1 <= len(name) <= 64:
-            raise ValueError(f"metric name {name!r} must be 1-64 characters long")
     return metrics
 
 
 class AskIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    worker: str | None = Field(default=None, max_length=256, description="who runs the trial")
+    worker: Line | None = Field(default=None, max_length=256, description="who runs the trial")
 
 
 class TrialAssignment(BaseModel):
@@ -132,7 +178,7 @@ class TrialAssignment(BaseModel):
 
 class ReportIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    step: int = Field(ge=0, description="the epoch (or other step) this report is for")
+    step: int = Field(ge=0, le=MAX_STEP, description="the epoch (or other step) this report is for")
     metrics: dict[str, float] = Field(min_length=1)
 
     _check = field_validator("metrics")(_finite)
@@ -140,8 +186,8 @@ class ReportIn(BaseModel):
 
 class HeartbeatIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    worker: str | None = Field(default=None, max_length=256)
-    gpus: str | None = Field(default=None, max_length=64)
+    worker: Line | None = Field(default=None, max_length=256)
+    gpus: Line | None = Field(default=None, max_length=64)
 
 
 class ReportOut(BaseModel):
@@ -157,8 +203,20 @@ class CompleteIn(BaseModel):
 
 class FailIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=100_000)
-    kind: str = Field(default="reported", max_length=32)
+    reason: FreeText = Field(min_length=1, max_length=100_000)
+    kind: FailureKind = Field(
+        default=FailureKind.REPORTED,
+        description="why the attempt failed; crash, heartbeat and node_lost are retried",
+    )
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _known_kind(cls, kind: Any) -> Any:
+        if isinstance(kind, str) and kind not in values(FailureKind):
+            raise ValueError(
+                f"unknown failure kind {kind[:40]!r}; use one of {', '.join(values(FailureKind))}"
+            )
+        return kind
 
 
 class SearchSpacePublic(BaseModel):

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         ray_address: Ray cluster the dispatcher joins; unset starts a local Ray.
         dispatch: run trials of studies with a built-in or registered workload on Ray.
         public_url: the URL workers reach this controller at (default: from host and port).
+        mirror: keep Optuna's tables in step with ours, so that ``optuna.load_study`` works
+            on this database (turn it off only if nothing reads Optuna's tables).
+        mirror_interval: seconds between two mirror passes when nothing wakes it sooner.
     """
 
     model_config = SettingsConfigDict(env_prefix="HPO_", extra="ignore")
@@ -43,3 +46,5 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     dispatch: bool = True
     public_url: str | None = None
+    mirror: bool = True
+    mirror_interval: float = Field(default=5.0, gt=0)

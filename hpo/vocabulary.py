@@ -120,6 +120,8 @@ def as_json() -> dict[str, Any]:
         "trial_states": values(TrialState),
         "live_trial_states": [s for s in values(TrialState) if s in LIVE_TRIAL_STATES],
         "study_statuses": values(StudyStatus),
+        #: the status of a study that still changes (pages refresh while it holds)
+        "live_study_status": str(StudyStatus.RUNNING),
         "failure_kinds": values(FailureKind),
         "retryable_failures": [k for k in values(FailureKind) if k in RETRYABLE_FAILURES],
         "algorithms": values(AlgorithmName),

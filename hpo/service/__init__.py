@@ -1,12 +1,17 @@
 """The service layer: one transaction per operation, keyword-only arguments.
 
-Routes and the CLI call these; they read and write the database, ask the pure code in
-:mod:`hpo.algorithms` and :mod:`hpo.budget` for decisions, and raise :class:`hpo.HPOError`
-subclasses for anything a user got wrong.
+Routes and the CLI call these; they read and write our tables (the truth), ask the pure code
+in :mod:`hpo.algorithms` and :mod:`hpo.budget` for decisions, and raise :class:`hpo.HPOError`
+subclasses for anything a user got wrong. :func:`sync_optuna` brings Optuna's tables (a mirror
+derived from ours) up to date.
 """
 
+from ._ask import ask
 from ._dashboard_reads import compute_spent, objective_curves, param_importances
 from ._lifecycle import reap
+from ._mirror import optuna_state, sync_optuna
+from ._protocol import complete, fail, heartbeat, report
+from ._reads import get_trial, list_trials, trial_rows
 from ._studies import (
     best_trial,
     cancel_study,
@@ -15,8 +20,6 @@ from ._studies import (
     get_study,
     list_studies,
 )
-from ._trial_reads import get_trial, list_trials
-from ._trials import ask, complete, fail, heartbeat, report
 
 __all__ = [
     "ask",
@@ -33,7 +36,10 @@ __all__ = [
     "list_studies",
     "list_trials",
     "objective_curves",
+    "optuna_state",
     "param_importances",
     "reap",
     "report",
+    "sync_optuna",
+    "trial_rows",
 ]

@@ -1,69 +1,100 @@
-"""Shared helpers of the service layer: finding and locking rows, Optuna handles."""
+"""Shared helpers of the service layer: finding and locking rows, specs, tokens."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+import re
 
 import optuna
-from sqlalchemy import select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from .. import algorithms
 from .._errors import StudyNotFound, TrialNotFound
 from ..budget import study_size
 from ..spec import StudySpec
-from ..storage import Database, RunRow, StudyRow
+from ..storage import Database, StudyRow, TrialRow
+from ..vocabulary import LIVE_TRIAL_STATES, TrialState
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+#: the largest id or trial number our integer columns hold
+MAX_INT = 2**31 - 1
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
 
 def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _shown(ref: str | int) -> str:
+    text = repr(str(ref))
+    return text if len(text) <= 80 else text[:77] + "...'"
+
+
+def study_not_found(ref: str | int) -> StudyNotFound:
+    return StudyNotFound(
+        f"no study {_shown(ref)}; list the studies with GET /api/v1/studies (or `hpo study list`)"
+    )
+
+
+def study_condition(ref: str | int) -> ColumnElement[bool] | None:
+    """The condition selecting study ``ref`` (an id in ASCII digits, or a name), or None when
+    no study can have that reference (it is checked before it reaches the database)."""
+    text = str(ref)
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        return StudyRow.id == number if number <= MAX_INT else None
+    return StudyRow.name == text if _NAME.fullmatch(text) else None
 
 
 def find_study(session: Session, ref: str | int, *, lock: bool = False) -> StudyRow:
-    """The study named ``ref``, or with numeric id ``ref``; locked FOR UPDATE with ``lock``."""
-    query = select(StudyRow)
-    text = str(ref)
-    query = (
-        query.where(StudyRow.id == int(text))
-        if text.isdigit()
-        else query.where(StudyRow.name == text)
-    )
+    """The study named ``ref``, or with numeric id ``ref``; locked with ``lock`` (FOR NO KEY
+    UPDATE: it does not block readers, nor the foreign keys of new trial rows)."""
+    condition = study_condition(ref)
+    if condition is None:
+        raise study_not_found(ref)
+    query = select(StudyRow).where(condition)
     if lock:
-        query = query.with_for_update()
+        query = query.with_for_update(key_share=True)
     row = session.scalars(query).first()
     if row is None:
-        raise StudyNotFound(
-            f"no study {text!r}; list the studies with GET /api/v1/studies (or `hpo study list`)"
-        )
+        raise study_not_found(ref)
     return row
 
 
-def latest_run(session: Session, study: StudyRow, number: int, *, lock: bool = False) -> RunRow:
-    query = (
-        select(RunRow)
-        .where(RunRow.study_id == study.id, RunRow.trial_number == number)
-        .order_by(RunRow.attempt.desc())
-        .limit(1)
+def check_number(study: StudyRow, number: int) -> None:
+    """A trial number that no study can have is refused before it reaches the database."""
+    if not 0 <= number <= MAX_INT:
+        raise trial_not_found(study, number)
+
+
+def trial_not_found(study: StudyRow, number: int) -> TrialNotFound:
+    return TrialNotFound(
+        f"study {study.name!r} has no trial {number}; it has handed out "
+        f"{study.handed_out} trials, numbered 0 to {study.handed_out - 1}"
+        if study.handed_out
+        else f"study {study.name!r} has no trial {number}; it has handed out no trial yet"
     )
+
+
+def find_trial(session: Session, study: StudyRow, number: int, *, lock: bool = False) -> TrialRow:
+    check_number(study, number)
+    query = select(TrialRow).where(TrialRow.study_id == study.id, TrialRow.number == number)
     if lock:
         query = query.with_for_update()
-    run = session.scalars(query).first()
-    if run is None:
-        raise TrialNotFound(
-            f"study {study.name!r} has no trial {number}; it has handed out "
-            f"{study.handed_out} trials, numbered 0 to {study.handed_out - 1}"
-            if study.handed_out
-            else f"study {study.name!r} has no trial {number}; it has handed out no trial yet"
-        )
-    return run
+    trial = session.scalars(query).first()
+    if trial is None:
+        raise trial_not_found(study, number)
+    return trial
 
 
-def spec_of(study: StudyRow) -> StudySpec:
-    return StudySpec.model_validate(study.spec)
+def spec_of(db: Database, study: StudyRow) -> StudySpec:
+    """The study's spec, parsed once per study (a spec never changes)."""
+    return db.cache.get_or_build(
+        study.id, "spec", None, lambda: StudySpec.model_validate(study.spec)
+    )
 
 
 def size_of(spec: StudySpec) -> int | None:
@@ -71,43 +102,24 @@ def size_of(spec: StudySpec) -> int | None:
     return study_size(spec, grid)
 
 
-def load_optuna_study(
-    db: Database, study: StudyRow, spec: StudySpec, *, sampler: Any = None
-) -> optuna.Study:
-    return optuna.load_study(
-        study_name=study.name,
-        storage=db.optuna_storage,
-        sampler=sampler or optuna.samplers.RandomSampler(),
-        pruner=algorithms.build_pruner(spec.algorithm, spec.budget),
-    )
-
-
-def is_latest_attempt() -> ColumnElement[bool]:
-    """A condition on ``RunRow``: no later attempt of the same trial exists."""
-    newer = aliased(RunRow)
-    return ~(
-        select(newer.id)
-        .where(
-            newer.study_id == RunRow.study_id,
-            newer.trial_number == RunRow.trial_number,
-            newer.attempt > RunRow.attempt,
+def live_trials(session: Session, study_id: int) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(TrialRow)
+            .where(TrialRow.study_id == study_id, TrialRow.state.in_(LIVE_TRIAL_STATES))
         )
-        .exists()
+        or 0
     )
 
 
-# Optuna's trial states (by name) as the API shows them
-OPTUNA_STATE = {
-    "RUNNING": "running",
-    "WAITING": "running",
-    "COMPLETE": "completed",
-    "PRUNED": "pruned",
-    "FAIL": "failed",
-}
-
-
-def trial_state(optuna_state: str, latest_run_state: str | None) -> str:
-    """A trial's state: Optuna's, except where its latest attempt is cancelled or pending."""
-    if latest_run_state in ("cancelled", "pending"):
-        return latest_run_state
-    return OPTUNA_STATE.get(optuna_state, "running")
+def trial_counts(session: Session, study_id: int) -> dict[str, int]:
+    """Trials by state (every state present, zero or not)."""
+    counts = dict.fromkeys((str(s) for s in TrialState), 0)
+    rows = session.execute(
+        select(TrialRow.state, func.count())
+        .where(TrialRow.study_id == study_id)
+        .group_by(TrialRow.state)
+    ).all()
+    counts.update({state: int(n) for state, n in rows})
+    return counts

@@ -1,90 +1,173 @@
-"""How runs end: finishing, retrying, reaping lost workers, stopping a study's runs."""
+"""How trials end: finishing, retrying, stopping a study's trials, reaping lost workers.
+
+Every function here runs inside the caller's transaction and writes only through its session,
+so an operation's writes land together or not at all.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
 
-from optuna.trial import TrialState
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, delete, false, or_, select, update
 from sqlalchemy.orm import Session
 
-from ..budget import decide_retry, is_finished, wall_clock_spent
+from ..budget import decide_retry, wall_clock_spent
 from ..spec import StudySpec
-from ..storage import Database, RunRow, StudyRow, utcnow
-from ._common import load_optuna_study, size_of, spec_of
+from ..storage import Database, RungRow, RunRow, StudyRow, TrialRow, utcnow
+from ..vocabulary import LIVE_TRIAL_STATES, FailureKind, StudyStatus, TrialState
+from ._common import live_trials, spec_of
 
-LIVE_STATES = ("running", "pending")
+log = logging.getLogger("hpo.service")
+T = TypeVar("T")
 
 
-def finish_run(session: Session, row: StudyRow, run: RunRow, spec: StudySpec, state: str) -> None:
-    """Record the end of ``run``; complete the study when that was the last thing to do."""
-    now = utcnow()
+def transact(db: Database, operation: Callable[[Session], T], *, write: bool = False) -> T:
+    """Run one service operation in one transaction (again, if the database aborted it for
+    losing a race), then log what it did: only what was committed is ever logged."""
+    events: list[tuple[int, str, tuple[Any, ...]]] = []
+
+    def attempt(session: Session) -> T:
+        events.clear()
+        session.info["events"] = events
+        return operation(session)
+
+    result = db.run(attempt, write=write)
+    for level, message, args in events:
+        log.log(level, message, *args)
+    if write:
+        db.changed.set()  # wakes the Optuna mirror
+    return result
+
+
+def note(session: Session, level: int, message: str, *args: Any) -> None:
+    """Log ``message`` once the operation's transaction has committed."""
+    session.info.setdefault("events", []).append((level, message, args))
+
+
+def bump(study: StudyRow, now: datetime) -> None:
+    """The study's own row changed: its cached views are stale."""
+    study.version = study.version + 1
+    study.updated_at = now
+
+
+def finish(
+    session: Session,
+    study: StudyRow,
+    trial: TrialRow,
+    run: RunRow,
+    *,
+    state: TrialState,
+    now: datetime,
+    value: float | None = None,
+) -> None:
+    """End ``run`` and its trial in ``state``; complete the study if that was its last."""
     run.state, run.finished_at, run.heartbeat_at = state, now, now
-    row.updated_at = now
-    live = session.scalar(
-        select(func.count())
-        .select_from(RunRow)
-        .where(RunRow.study_id == row.id, RunRow.state.in_(LIVE_STATES))
+    trial.state, trial.finished_at = state, now
+    if value is not None:
+        trial.value = value
+    complete_if_done(session, study, now)
+
+
+def complete_if_done(session: Session, study: StudyRow, now: datetime) -> bool:
+    """Complete a running study whose budget is handed out and whose trials all ended.
+
+    Only near its end does this lock the study row, so that of two trials finishing at once,
+    the second to commit sees the first one's end and completes the study.
+    """
+    if study.status != StudyStatus.RUNNING or study.size is None or study.handed_out < study.size:
+        return False
+    session.execute(
+        select(StudyRow.id)
+        .where(StudyRow.id == study.id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
     )
-    if row.status == "running" and is_finished(
-        handed_out=row.handed_out, size=size_of(spec), running=int(live or 0)
-    ):
-        row.status, row.finished_at = "completed", now
+    session.refresh(study)
+    if study.status != StudyStatus.RUNNING or live_trials(session, study.id):
+        return False
+    study.status, study.finished_at = StudyStatus.COMPLETED, now
+    bump(study, now)
+    note(session, logging.INFO, "study %s completed: all %d trials ended", study.name, study.size)
+    return True
 
 
 def end_attempt(
-    db: Database,
     session: Session,
-    row: StudyRow,
-    run: RunRow,
+    study: StudyRow,
     spec: StudySpec,
+    trial: TrialRow,
+    run: RunRow,
     *,
     reason: str,
-    kind: str,
-) -> None:
-    """End a failed attempt: retry the trial as a new attempt if the policy allows, else
-    fail the trial."""
-    retry = row.status == "running" and decide_retry(
+    kind: FailureKind,
+    now: datetime,
+) -> bool:
+    """End a failed attempt: retry the trial as a new attempt if the policy allows (returns
+    True), else fail the trial."""
+    retry = study.status == StudyStatus.RUNNING and decide_retry(
         kind=kind, attempt=run.attempt, max_retries=spec.budget.max_retries
     )
-    if not retry:
-        study = load_optuna_study(db, row, spec)
-        db.optuna_storage.set_trial_system_attr(run.optuna_trial_id, "fail_reason", reason)
-        study.tell(run.trial_number, state=TrialState.FAIL, skip_if_finished=True)
     run.error, run.failure_kind = reason, kind
     if not retry:
-        finish_run(session, row, run, spec, "failed")
-        return
-    now = utcnow()
-    run.state, run.finished_at, row.updated_at = "failed", now, now
-    session.add(
-        RunRow(
-            study_id=row.id,
-            trial_number=run.trial_number,
-            optuna_trial_id=run.optuna_trial_id,
-            attempt=run.attempt + 1,
-            state="pending",
-            token_hash="",  # no token until a worker takes it
-        )
+        finish(session, study, trial, run, state=TrialState.FAILED, now=now)
+        note(session, logging.INFO, "trial %s/%d failed (%s)", study.name, trial.number, kind)
+        return False
+    run.state, run.finished_at = TrialState.FAILED, now
+    # the new attempt starts clean: the early-stopping rule never sees the old one's values
+    session.execute(delete(RungRow).where(RungRow.run_id == run.id))
+    retry_run = RunRow(
+        study_id=study.id,
+        trial_id=trial.id,
+        trial_number=trial.number,
+        attempt=run.attempt + 1,
+        state=TrialState.PENDING,
+        token_hash="",  # no token until a worker takes it
+        started_at=now,
+        heartbeat_at=now,
     )
+    session.add(retry_run)
+    session.flush()
+    trial.state, trial.finished_at = TrialState.PENDING, None
+    trial.attempts, trial.latest_run_id = trial.attempts + 1, retry_run.id
+    note(
+        session,
+        logging.WARNING,
+        "trial %s/%d attempt %d lost (%s); retrying it as attempt %d",
+        study.name,
+        trial.number,
+        run.attempt,
+        kind,
+        run.attempt + 1,
+    )
+    return True
 
 
-def stop_runs(
-    db: Database, session: Session, row: StudyRow, *, kind: str, reason: str, status: str
+def stop_trials(
+    session: Session,
+    study: StudyRow,
+    *,
+    kind: FailureKind,
+    reason: str,
+    status: StudyStatus,
+    now: datetime,
 ) -> None:
-    """End every live run of the study as cancelled and set the study's ``status``."""
-    runs = session.scalars(
-        select(RunRow)
-        .where(RunRow.study_id == row.id, RunRow.state.in_(LIVE_STATES))
-        .with_for_update()
-    ).all()
-    study = load_optuna_study(db, row, spec_of(row))
-    for run in runs:
-        study.tell(run.trial_number, state=TrialState.FAIL, skip_if_finished=True)
-    now = utcnow()
-    for run in runs:
-        run.state, run.failure_kind, run.error, run.finished_at = "cancelled", kind, reason, now
-    row.status, row.updated_at, row.finished_at = status, now, now
+    """End every live trial of the study as cancelled and set the study's ``status``."""
+    session.execute(
+        update(RunRow)
+        .where(RunRow.study_id == study.id, RunRow.state.in_(LIVE_TRIAL_STATES))
+        .values(state=TrialState.CANCELLED, failure_kind=kind, error=reason, finished_at=now)
+    )
+    session.execute(
+        update(TrialRow)
+        .where(TrialRow.study_id == study.id, TrialRow.state.in_(LIVE_TRIAL_STATES))
+        .values(state=TrialState.CANCELLED, finished_at=now)
+    )
+    study.status, study.finished_at = status, now
+    bump(study, now)
 
 
 def reap(
@@ -93,83 +176,122 @@ def reap(
     heartbeat_timeout: float,
     start_timeout: float | None = None,
     now: datetime | None = None,
+    silent_since: datetime | None = None,
 ) -> int:
-    """Retry (or fail) runs whose worker went silent, and close studies out of time.
+    """Retry (or fail) runs whose worker went silent, close studies out of time, and
+    complete studies whose last trial ended.
 
     A run whose worker has said it started is lost after ``heartbeat_timeout`` seconds of
     silence; one still waiting for its worker to start (queued on Ray, a cold worker process)
-    gets ``start_timeout`` (default: ten times the heartbeat timeout). Returns how many runs and
-    studies it ended. Safe to run from several controllers at once.
+    gets ``start_timeout`` (default: ten times the heartbeat timeout). Silence is counted
+    from ``silent_since`` at the earliest: after the controller could not reach its
+    database, workers that could not report either are given a fresh timeout. Returns how
+    many runs and studies it ended. Safe to run from several controllers at once.
     """
     now = now or utcnow()
     start_timeout = start_timeout if start_timeout is not None else 10 * heartbeat_timeout
+    stale, timed, done = transact(
+        db, lambda s: _overdue(db, s, now, heartbeat_timeout, start_timeout, silent_since)
+    )
     ended = 0
-    with db.transaction() as session:
-        silent = RunRow.heartbeat_at < now - timedelta(seconds=heartbeat_timeout)
-        never_started = RunRow.heartbeat_at < now - timedelta(seconds=start_timeout)
-        stale = session.execute(
-            select(RunRow.id, RunRow.study_id, RunRow.worker_started_at).where(
-                RunRow.state == "running",
-                or_(
-                    and_(RunRow.worker_started_at.is_not(None), silent),
-                    and_(RunRow.worker_started_at.is_(None), never_started),
-                ),
-            )
-        ).all()
-        timed = [
-            s.id
-            for s in session.scalars(select(StudyRow).where(StudyRow.status == "running"))
-            if wall_clock_spent(
-                elapsed_seconds=(now - s.created_at).total_seconds(),
-                max_wall_seconds=spec_of(s).budget.max_wall_seconds,
-            )
-        ]
-    for run_id, study_id, started in stale:
+    for run_id, started in stale:
         timeout = heartbeat_timeout if started is not None else start_timeout
-        ended += _reap_run(db, run_id, study_id, now - timedelta(seconds=timeout), now)
+        ended += transact(db, partial(_reap_run, db, run_id, now, timeout), write=True)
     for study_id in timed:
-        ended += _close_out_of_time(db, study_id)
+        ended += transact(db, partial(_close_out_of_time, db, study_id, now), write=True)
+    for study_id in done:
+        ended += transact(db, partial(_complete_done, study_id, now), write=True)
     return ended
 
 
-def _reap_run(db: Database, run_id: int, study_id: int, deadline: datetime, now: datetime) -> int:
-    with db.transaction(write=True) as session:
-        row = session.get(StudyRow, study_id)
-        run = session.scalars(select(RunRow).where(RunRow.id == run_id).with_for_update()).first()
-        if row is None or run is None or run.state != "running" or run.heartbeat_at >= deadline:
-            return 0  # finished, or heard from, since we looked
-        silent = (now - run.heartbeat_at).total_seconds()
-        reason = (
-            f"no heartbeat from worker {run.worker or '?'} for {silent:.0f} s"
-            if run.worker_started_at
-            else f"no worker started the trial within {silent:.0f} s of handing it out"
+def _overdue(
+    db: Database,
+    session: Session,
+    now: datetime,
+    heartbeat_timeout: float,
+    start_timeout: float,
+    silent_since: datetime | None,
+) -> tuple[list[Any], list[int], list[int]]:
+    def older(seconds: float) -> Any:
+        deadline = now - timedelta(seconds=seconds)
+        if silent_since is not None and silent_since > deadline:
+            return false()  # nobody could be heard from before silent_since
+        return RunRow.heartbeat_at < deadline
+
+    stale = session.execute(
+        select(RunRow.id, RunRow.worker_started_at).where(
+            RunRow.state == TrialState.RUNNING,
+            or_(
+                and_(RunRow.worker_started_at.is_not(None), older(heartbeat_timeout)),
+                and_(RunRow.worker_started_at.is_(None), older(start_timeout)),
+            ),
         )
-        end_attempt(
-            db,
-            session,
-            row,
-            run,
-            spec_of(row),
-            kind="heartbeat",
-            reason=reason,
+    ).all()
+    running = session.scalars(select(StudyRow).where(StudyRow.status == StudyStatus.RUNNING)).all()
+    timed = [
+        s.id
+        for s in running
+        if wall_clock_spent(
+            elapsed_seconds=(now - s.created_at).total_seconds(),
+            max_wall_seconds=spec_of(db, s).budget.max_wall_seconds,
         )
-        return 1
+    ]
+    done = [
+        s.id
+        for s in running
+        if s.size is not None and s.handed_out >= s.size and not live_trials(session, s.id)
+    ]
+    return list(stale), timed, [i for i in done if i not in timed]
 
 
-def _close_out_of_time(db: Database, study_id: int) -> int:
-    with db.transaction(write=True) as session:
-        row = session.scalars(
-            select(StudyRow).where(StudyRow.id == study_id).with_for_update()
-        ).first()
-        if row is None or row.status != "running":
-            return 0
-        limit = spec_of(row).budget.max_wall_seconds
-        stop_runs(
-            db,
-            session,
-            row,
-            kind="time_limit",
-            status="completed",
-            reason=f"the study reached its time budget of {limit} s",
-        )
-        return 1
+def _reap_run(db: Database, run_id: int, now: datetime, timeout: float, session: Session) -> int:
+    run = session.scalars(select(RunRow).where(RunRow.id == run_id).with_for_update()).first()
+    deadline = now - timedelta(seconds=timeout)
+    if run is None or run.state != TrialState.RUNNING or run.heartbeat_at >= deadline:
+        return 0  # finished, or heard from, since we looked
+    study = session.get(StudyRow, run.study_id)
+    trial = session.get(TrialRow, run.trial_id)
+    if study is None or trial is None:
+        return 0
+    silent = (now - run.heartbeat_at).total_seconds()
+    reason = (
+        f"no heartbeat from worker {run.worker or '?'} for {silent:.0f} s"
+        if run.worker_started_at
+        else f"no worker started the trial within {silent:.0f} s of handing it out"
+    )
+    end_attempt(
+        session,
+        study,
+        spec_of(db, study),
+        trial,
+        run,
+        kind=FailureKind.HEARTBEAT,
+        reason=reason,
+        now=now,
+    )
+    return 1
+
+
+def _close_out_of_time(db: Database, study_id: int, now: datetime, session: Session) -> int:
+    study = session.scalars(
+        select(StudyRow).where(StudyRow.id == study_id).with_for_update(key_share=True)
+    ).first()
+    if study is None or study.status != StudyStatus.RUNNING:
+        return 0
+    limit = spec_of(db, study).budget.max_wall_seconds
+    stop_trials(
+        session,
+        study,
+        kind=FailureKind.TIME_LIMIT,
+        status=StudyStatus.COMPLETED,
+        reason=f"the study reached its time budget of {limit} s",
+        now=now,
+    )
+    message = "study %s completed: its time budget of %s s ran out"
+    note(session, logging.INFO, message, study.name, limit)
+    return 1
+
+
+def _complete_done(study_id: int, now: datetime, session: Session) -> int:
+    study = session.get(StudyRow, study_id)
+    return int(study is not None and complete_if_done(session, study, now))

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
-import optuna
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .. import algorithms
 from .._errors import DuplicateStudy, InvalidSpec, NoCompletedTrial, StudyNotRunning
 from ..schemas import BestTrial, StudyPublic
 from ..spec import StudySpec
-from ..storage import Database, MetricRow, RunRow, StudyRow
+from ..storage import (
+    Database,
+    MetricRow,
+    OptunaStudyRow,
+    OptunaTombstone,
+    RungRow,
+    RunRow,
+    StudyRow,
+    TrialRow,
+    utcnow,
+)
+from ..vocabulary import FailureKind, StudyStatus, TrialState
 from ..workloads import check_study_fits
-from ._common import find_study, is_latest_attempt, size_of, spec_of
-from ._lifecycle import stop_runs
+from ._common import find_study, size_of, spec_of, trial_counts
+from ._lifecycle import note, stop_trials, transact
 
 
 def create_study(
@@ -31,31 +43,47 @@ def create_study(
     )
     if problems:
         raise InvalidSpec("; ".join(problems))
-    with db.transaction(write=True) as session:
+    if _taken_in_optuna(db, spec.name):
+        raise DuplicateStudy(
+            f"a study named {spec.name!r} already exists in Optuna's tables of this database "
+            "(created with Optuna, not hpo); choose another name"
+        )
+
+    def create(session: Session) -> int:
         if session.scalar(select(StudyRow.id).where(StudyRow.name == spec.name)) is not None:
             raise DuplicateStudy(_duplicate_message(spec.name))
-        try:
-            created = optuna.create_study(
-                study_name=spec.name,
-                storage=db.optuna_storage,
-                direction=spec.objective.direction,
-            )
-        except optuna.exceptions.DuplicatedStudyError:
-            raise DuplicateStudy(_duplicate_message(spec.name)) from None
-        try:
-            row = StudyRow(
-                name=spec.name,
-                optuna_study_id=created._study_id,
-                spec=spec.model_dump(mode="json"),
-                status="running",
-                handed_out=0,
-            )
-            session.add(row)
-            session.flush()
-        except BaseException:
-            optuna.delete_study(study_name=spec.name, storage=db.optuna_storage)
-            raise
-    return get_study(db, ref=row.id)
+        now = utcnow()
+        row = StudyRow(
+            name=spec.name,
+            spec=spec.model_dump(mode="json"),
+            status=StudyStatus.RUNNING,
+            handed_out=0,
+            size=size_of(spec),
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        session.flush()
+        session.add(OptunaStudyRow(study_id=row.id, optuna_study_id=None))
+        note(session, logging.INFO, "study %s created (%s)", spec.name, spec.algorithm.name)
+        return row.id
+
+    try:
+        study_id = transact(db, create, write=True)
+    except IntegrityError:  # a concurrent create took the name between our check and insert
+        raise DuplicateStudy(_duplicate_message(spec.name)) from None
+    return get_study(db, ref=study_id)
+
+
+def _taken_in_optuna(db: Database, name: str) -> bool:
+    """Whether Optuna's tables hold a study of that name that is not one of our mirrors."""
+    storage = db.optuna_storage
+    try:
+        optuna_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return "hpo_study_id" not in storage.get_study_system_attrs(optuna_id)
 
 
 def _duplicate_message(name: str) -> str:
@@ -66,16 +94,15 @@ def _duplicate_message(name: str) -> str:
 
 
 def get_study(db: Database, *, ref: str | int) -> StudyPublic:
-    with db.transaction() as session:
-        row = find_study(session, ref)
-        return _public(db, session, row)
+    return transact(db, lambda s: _public(db, s, find_study(s, ref)))
 
 
 def list_studies(
     db: Database, *, status: str | None = None, limit: int = 100, offset: int = 0
 ) -> tuple[list[StudyPublic], int]:
     """Studies newest first, and how many match in all."""
-    with db.transaction() as session:
+
+    def read(session: Session) -> tuple[list[StudyPublic], int]:
         query = select(StudyRow)
         if status:
             query = query.where(StudyRow.status == status)
@@ -83,11 +110,15 @@ def list_studies(
         rows = session.scalars(query.order_by(StudyRow.id.desc()).limit(limit).offset(offset)).all()
         return [_public(db, session, row) for row in rows], int(total)
 
+    return transact(db, read)
+
 
 def best_trial(db: Database, *, ref: str | int) -> BestTrial:
-    with db.transaction() as session:
+    def read(session: Session) -> tuple[StudyRow, BestTrial | None]:
         row = find_study(session, ref)
-        best = _best(db, row)
+        return row, _best(db, session, row)
+
+    row, best = transact(db, read)
     if best is None:
         raise NoCompletedTrial(
             f"study {row.name!r} has no completed trial yet; a trial counts once it calls "
@@ -98,70 +129,78 @@ def best_trial(db: Database, *, ref: str | int) -> BestTrial:
 
 def cancel_study(db: Database, *, ref: str | int) -> StudyPublic:
     """Stop handing out trials; running trials end as cancelled and are told to stop."""
-    with db.transaction(write=True) as session:
+
+    def cancel(session: Session) -> int:
         row = find_study(session, ref, lock=True)
-        if row.status == "completed":
+        if row.status == StudyStatus.COMPLETED:
             raise StudyNotRunning(f"study {row.name!r} already completed; nothing to cancel")
-        if row.status == "running":
-            stop_runs(
-                db,
+        if row.status == StudyStatus.RUNNING:
+            stop_trials(
                 session,
                 row,
-                kind="cancelled",
+                kind=FailureKind.CANCELLED,
                 reason="the study was cancelled",
-                status="cancelled",
+                status=StudyStatus.CANCELLED,
+                now=utcnow(),
             )
-    return get_study(db, ref=row.id)
+            note(session, logging.INFO, "study %s cancelled", row.name)
+        return row.id
+
+    return get_study(db, ref=transact(db, cancel, write=True))
 
 
 def delete_study(db: Database, *, ref: str | int) -> None:
-    """Remove the study, its Optuna trials, its runs and every metric."""
-    with db.transaction(write=True) as session:
+    """Remove the study, its trials, runs and metrics; its Optuna mirror follows."""
+
+    def remove(session: Session) -> int:
         row = find_study(session, ref, lock=True)
-        try:
-            optuna.delete_study(study_name=row.name, storage=db.optuna_storage)
-        except KeyError:
-            pass  # Optuna's side is already gone; finish removing ours
-        session.execute(delete(MetricRow).where(MetricRow.study_id == row.id))
-        session.execute(delete(RunRow).where(RunRow.study_id == row.id))
+        session.add(OptunaTombstone(study_id=row.id, name=row.name, created_at=utcnow()))
+        for table in (RungRow, MetricRow, RunRow, TrialRow, OptunaStudyRow):
+            session.execute(delete(table).where(table.study_id == row.id))
         session.execute(delete(StudyRow).where(StudyRow.id == row.id))
+        note(session, logging.INFO, "study %s deleted", row.name)
+        return row.id
+
+    study_id = transact(db, remove, write=True)
+    db.cache.drop(study_id)
 
 
-def _best(db: Database, row: StudyRow) -> BestTrial | None:
-    try:
-        best = db.optuna_storage.get_best_trial(row.optuna_study_id)
-    except ValueError:
+def _best(db: Database, session: Session, row: StudyRow) -> BestTrial | None:
+    maximize = spec_of(db, row).objective.direction == "maximize"
+    best = session.execute(
+        select(TrialRow.number, TrialRow.value, TrialRow.params)
+        .where(TrialRow.study_id == row.id, TrialRow.state == TrialState.COMPLETED)
+        .order_by(TrialRow.value.desc() if maximize else TrialRow.value.asc(), TrialRow.number)
+        .limit(1)
+    ).first()
+    if best is None or best.value is None:
         return None
-    assert best.value is not None
-    params = algorithms.clean_params(spec_of(row).space, best.params)
-    return BestTrial(number=best.number, value=best.value, params=params)
-
-
-def trial_counts(session: Session, row: StudyRow) -> dict[str, int]:
-    """Trials by state, each trial counted once, by its latest attempt."""
-    latest = is_latest_attempt()
-    query = (
-        select(RunRow.state, func.count())
-        .where(RunRow.study_id == row.id, latest)
-        .group_by(RunRow.state)
-    )
-    counts = dict.fromkeys(("pending", "running", "completed", "pruned", "failed", "cancelled"), 0)
-    counts.update({state: int(n) for state, n in session.execute(query).all()})
-    return counts
+    return BestTrial(number=best.number, value=best.value, params=best.params)
 
 
 def _public(db: Database, session: Session, row: StudyRow) -> StudyPublic:
-    spec = spec_of(row)
+    spec = spec_of(db, row)
     return StudyPublic(
         id=row.id,
         name=row.name,
-        status=row.status,  # type: ignore[arg-type]
+        status=StudyStatus(row.status),
         spec=spec,
         created_at=row.created_at,
         updated_at=row.updated_at,
         finished_at=row.finished_at,
-        size=size_of(spec),
+        size=row.size,
         n_trials=row.handed_out,
-        trial_counts=trial_counts(session, row),
-        best=_best(db, row),
+        trial_counts=trial_counts(session, row.id),
+        best=_best(db, session, row),
+        version=row.version,
     )
+
+
+__all__ = [
+    "best_trial",
+    "cancel_study",
+    "create_study",
+    "delete_study",
+    "get_study",
+    "list_studies",
+]
