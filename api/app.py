@@ -13,7 +13,7 @@ from hpo.settings import Settings
 from hpo.storage import Database
 
 from . import errors
-from .background import Reaper, warm_up
+from .background import Mirror, Reaper, warm_up
 from .routes import figures, meta, pages, studies, trials
 
 
@@ -36,12 +36,17 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             start_timeout=settings.start_timeout,
             interval=settings.reap_interval,
         )
+        mirror = Mirror(database, interval=settings.mirror_interval) if settings.mirror else None
         reaper.start()
+        if mirror is not None:
+            mirror.start()
         warm_up()
         try:
             yield
         finally:
             reaper.stop()
+            if mirror is not None:
+                mirror.stop()
 
     app = FastAPI(
         lifespan=lifespan,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 
 from hpo.settings import Settings
 from hpo.storage import Database
@@ -28,6 +28,11 @@ def get_token(authorization: Annotated[str | None, Header()] = None) -> str | No
     return token.strip() if scheme.lower() == "bearer" else None
 
 
+#: the largest trial number, id or offset the database's integer columns hold
+MAX_INT = 2**31 - 1
+MAX_OFFSET = MAX_INT
+
 DbDep = Annotated[Database, Depends(get_db)]
+TrialNumber = Annotated[int, Path(ge=0, le=MAX_INT, description="the trial's number")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TokenDep = Annotated[str | None, Depends(get_token)]

@@ -144,19 +144,21 @@ def learning_curves(
     *,
     metric: str,
     max_epochs: int,
-    rungs: list[int] | None = None,
+    rungs: dict[int, list[int]] | None = None,
 ) -> Figure:
     """One line per trial of ``metric`` by step, coloured by the trial's state.
 
-    A pruned trial's line ends with an ``x`` at its last report; ASHA rungs, when given, are
-    dotted vertical lines. One legend entry per state.
+    A pruned trial's line ends with an ``x`` at its last report; the epochs where early
+    stopping decides, when given, are dotted vertical lines (with Hyperband, each says which
+    brackets decide there). One legend entry per state.
 
     Args:
         curves: per trial number, ``(step, value)`` pairs (``hpo.service.objective_curves``).
         trials: the same trials by number, for their state and parameters.
         metric: the metric's name, the y-axis title.
         max_epochs: the study's last epoch; the x-axis reaches it.
-        rungs: epochs at which ASHA decides, or None.
+        rungs: per bracket, the epochs at which it decides (``dashboards.views.rungs``), or
+            None.
     """
     drawn = {n: pts for n, pts in sorted(curves.items()) if pts}
     if not drawn:
@@ -168,8 +170,22 @@ def learning_curves(
         trace.showlegend = trace.name not in seen
         seen.add(str(trace.name))
         fig.add_trace(trace)
-    for rung in rungs or []:
-        fig.add_vline(x=rung, line={"dash": "dot", "color": "#7f7f7f", "width": 1})
+    deciding: dict[int, list[int]] = {}
+    for bracket, steps in (rungs or {}).items():
+        for step in steps:
+            deciding.setdefault(step, []).append(bracket)
+    for step, brackets in sorted(deciding.items()):
+        label = (
+            f"bracket{'s' if len(brackets) > 1 else ''} {','.join(map(str, brackets))}"
+            if len(rungs or {}) > 1
+            else ""
+        )
+        fig.add_vline(
+            x=step,
+            line={"dash": "dot", "color": "#7f7f7f", "width": 1},
+            annotation_text=label,
+            annotation_font_size=10,
+        )
     first = min(pts[0][0] for pts in drawn.values())
     last = max(max_epochs, *(pts[-1][0] for pts in drawn.values()))
     pad = 0.02 * max(last - first, 1)

@@ -5,7 +5,8 @@ Each function returns one view as JSON. They choose what to send: a study of 10,
 gets its curves for a few hundred chosen trials, its parallel coordinates for at most a
 thousand lines, and its table a page at a time. A study's views are kept, serialized, until
 the study changes (a running one's for two seconds), so a page opened again, or by a second
-person, costs a lookup.
+person, costs a lookup. They are kept in the database handle's cache (:class:`hpo.cache.
+StudyCache`, owned by the app, bounded, emptied when a study is deleted).
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from hpo import service
+from hpo import algorithms, service
 from hpo.schemas import StudyPublic, TrialPublic
 from hpo.storage import Database
+from hpo.vocabulary import LIVE_TRIAL_STATES, StudyStatus
 
 ALL = 1_000_000
 MAX_CURVES = 200
@@ -36,32 +35,26 @@ def _figures() -> ModuleType:
 
 
 LIVE_TTL_S = 2.0
-_CACHE_SIZE = 256
-_cache: OrderedDict[tuple[Any, ...], tuple[Any, float, bytes]] = OrderedDict()
-_lock = threading.Lock()
 View = Callable[..., dict[str, Any]]
 
 
 def cached(view: View) -> Callable[..., bytes]:
-    """Serve ``view(db, study, **kwargs)`` as JSON bytes, kept until the study changes."""
+    """Serve ``view(db, study, **kwargs)`` as JSON bytes, kept in ``db.cache`` until the study
+    changes (its version, or its trial counts: a trial that ends changes the views but not the
+    study's own row) or, while it runs, for ``LIVE_TTL_S`` seconds."""
 
     @functools.wraps(view)
     def serve(db: Database, ref: str | int, **kwargs: Any) -> bytes:
         study = service.get_study(db, ref=ref)
-        key = (id(db), study.id, view.__name__, tuple(sorted(kwargs.items())))
-        version = (study.updated_at, study.n_trials, tuple(sorted(study.trial_counts.items())))
-        now = time.monotonic()
-        with _lock:
-            hit = _cache.get(key)
-        if hit and hit[0] == version and (study.status != "running" or now - hit[1] < LIVE_TTL_S):
-            return hit[2]
-        body = json.dumps(view(db, study, **kwargs), separators=(",", ":")).encode()
-        with _lock:
-            _cache[key] = (version, now, body)
-            _cache.move_to_end(key)
-            while len(_cache) > _CACHE_SIZE:
-                _cache.popitem(last=False)
-        return body
+        version = (study.version, tuple(sorted(study.trial_counts.items())))
+        return db.cache.get_or_build(
+            study.id,
+            f"view:{view.__name__}",
+            tuple(sorted(kwargs.items())),
+            lambda: json.dumps(view(db, study, **kwargs), separators=(",", ":")).encode(),
+            version=version,
+            max_age=LIVE_TTL_S if study.status == StudyStatus.RUNNING else None,
+        )
 
     return serve
 
@@ -85,21 +78,19 @@ def history(db: Database, study: StudyPublic) -> dict[str, Any]:
     )
 
 
-def _rungs(study: StudyPublic) -> list[int] | None:
-    algorithm = study.spec.algorithm
-    if algorithm.pruner not in ("asha", "hyperband"):
+def rungs(study: StudyPublic) -> dict[int, list[int]] | None:
+    """Where early stopping decides, per bracket (one for ASHA, several for Hyperband): the
+    very function the rule itself uses, so the lines drawn are where trials are judged."""
+    plan = algorithms.halving_plan(study.spec.algorithm, study.spec.budget)
+    if plan is None:
         return None
-    rungs, step = [], algorithm.grace_period
-    while step < study.spec.budget.max_epochs:
-        rungs.append(step)
-        step *= algorithm.reduction_factor
-    return rungs
+    return {b: algorithms.rung_steps(plan, b) for b in range(plan.n_brackets)}
 
 
 def curve_trials(study: StudyPublic, trials: list[TrialPublic], limit: int) -> list[TrialPublic]:
     """Which trials get a learning curve: every running one, the best, then the most recent."""
     maximize = study.spec.objective.direction == "maximize"
-    running = [t for t in trials if t.state in ("running", "pending")]
+    running = [t for t in trials if t.state in LIVE_TRIAL_STATES]
     scored = sorted(
         (t for t in trials if t.value is not None),
         key=lambda t: t.value if t.value is not None else 0.0,
@@ -125,7 +116,7 @@ def curves(db: Database, study: StudyPublic, *, limit: int = MAX_CURVES) -> dict
         {t.number: t for t in chosen},
         metric=study.spec.objective.metric,
         max_epochs=study.spec.budget.max_epochs,
-        rungs=_rungs(study),
+        rungs=rungs(study),
     )
     figure["meta"] = {"shown": len(chosen), "total": len(trials)}
     return figure

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 from dashboards import views
 from hpo import InvalidSpec
 
-from ..deps import DbDep
+from ..deps import MAX_INT, DbDep, TrialNumber
 
 router = APIRouter(tags=["figures"])
 Figure = dict[str, Any]
@@ -67,15 +67,22 @@ def contour(study: str, db: DbDep, x: str | None = None, y: str | None = None) -
         raise InvalidSpec(str(exc)) from None
 
 
+#: trials (or studies) one comparison shows at most
+MAX_COMPARED = 20
+
+
 def _numbers(trials: str) -> list[int]:
-    try:
-        numbers = [int(part) for part in trials.split(",") if part.strip()]
-    except ValueError:
+    parts = [part.strip() for part in trials.split(",") if part.strip()]
+    if not all(p.isascii() and p.isdigit() and int(p) <= MAX_INT for p in parts):
         raise InvalidSpec(
-            f"trials must be trial numbers separated by commas, like 3,7,12 (got {trials!r})"
-        ) from None
-    if len(numbers) < 2:
-        raise InvalidSpec("compare needs at least two trial numbers, like ?trials=3,7")
+            f"trials must be trial numbers separated by commas, like 3,7,12 (got {trials[:80]!r})"
+        )
+    numbers = list(dict.fromkeys(int(p) for p in parts))
+    if not 2 <= len(numbers) <= MAX_COMPARED:
+        raise InvalidSpec(
+            f"compare needs 2 to {MAX_COMPARED} different trial numbers, like ?trials=3,7 "
+            f"(got {len(numbers)})"
+        )
     return numbers
 
 
@@ -87,7 +94,7 @@ def compare_trials(study: str, trials: str, db: DbDep) -> Figure:
 
 
 @router.get("/api/v1/studies/{study}/trials/{number}/figures", response_model=Figure)
-def trial_metrics(study: str, number: int, db: DbDep) -> Figure:
+def trial_metrics(study: str, number: TrialNumber, db: DbDep) -> Figure:
     """One figure per metric the trial reported."""
     return views.trial_metrics(db, study, number)
 
@@ -96,7 +103,9 @@ def trial_metrics(study: str, number: int, db: DbDep) -> Figure:
 def compare_studies(studies: str, db: DbDep) -> Figure:
     """Best so far of several studies on one chart, against trials, epochs or GPU-seconds.
     ``?studies=grid-run,asha-run``."""
-    names = [s.strip() for s in studies.split(",") if s.strip()]
-    if not names:
-        raise InvalidSpec("studies must name one or more studies separated by commas")
+    names = list(dict.fromkeys(s.strip() for s in studies.split(",") if s.strip()))
+    if not 1 <= len(names) <= MAX_COMPARED:
+        raise InvalidSpec(
+            f"studies must name 1 to {MAX_COMPARED} studies separated by commas (got {len(names)})"
+        )
     return views.compare_studies(db, names)

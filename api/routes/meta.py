@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 import search_spaces
+from hpo import vocabulary
 from hpo.schemas import Page, SearchSpacePublic
 
 from ..deps import DbDep
+from ..errors import RETRY_AFTER_S
 
 router = APIRouter(tags=["meta"])
 
@@ -27,9 +31,30 @@ def list_search_spaces() -> Page[SearchSpacePublic]:
     return Page(data=data, count=len(data))
 
 
-@router.get("/healthz")
-def healthz(db: DbDep) -> dict[str, Any]:
-    """Liveness and database reachability."""
-    with db.engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
+@router.get("/api/v1/vocabulary")
+def vocabulary_words() -> dict[str, Any]:
+    """Every trial state, study status, failure kind, algorithm and early-stopping name."""
+    return vocabulary.as_json()
+
+
+@router.get(
+    "/healthz",
+    responses={503: {"description": "the database is unreachable (with Retry-After)"}},
+)
+def healthz(db: DbDep) -> Any:
+    """Liveness and database reachability: 200 when the database answers, else 503."""
+    try:
+        with db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        return JSONResponse(
+            status_code=503,
+            content={
+                "status": "unavailable",
+                "database": db.dialect,
+                "detail": f"the database is unreachable ({reason}); retry in {RETRY_AFTER_S} s",
+            },
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     return {"status": "ok", "database": db.dialect}

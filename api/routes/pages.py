@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 import hpo
-from hpo import StudyNotFound, TrialNotFound, service
+from hpo import StudyNotFound, TrialNotFound, service, vocabulary
 
 from ..deps import DbDep
 
@@ -29,7 +29,11 @@ def _templates() -> jinja2.Environment:
 
 
 def _page(name: str, status: int = 200, **context: object) -> HTMLResponse:
-    html = _templates().get_template(name).render(version=hpo.__version__, **context)
+    html = (
+        _templates()
+        .get_template(name)
+        .render(version=hpo.__version__, vocabulary=vocabulary.as_json(), **context)
+    )
     return HTMLResponse(html, status_code=status)
 
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
 from hpo import service
 from hpo.schemas import BestTrial, Page, StudyPublic
 from hpo.spec import StudySpec
+from hpo.vocabulary import StudyStatus
 
-from ..deps import DbDep, SettingsDep
+from ..deps import MAX_OFFSET, DbDep, SettingsDep
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
@@ -24,9 +25,9 @@ def create_study(spec: StudySpec, db: DbDep, settings: SettingsDep) -> StudyPubl
 @router.get("", response_model=Page[StudyPublic])
 def list_studies(
     db: DbDep,
-    status: Literal["running", "completed", "cancelled"] | None = None,
+    status: StudyStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[StudyPublic]:
     """Studies, newest first; filter with ``?status=``."""
     data, count = service.list_studies(db, status=status, limit=limit, offset=offset)

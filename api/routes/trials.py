@@ -19,8 +19,9 @@ from hpo.schemas import (
     TrialDetail,
     TrialPublic,
 )
+from hpo.vocabulary import TrialState
 
-from ..deps import DbDep, TokenDep
+from ..deps import MAX_OFFSET, DbDep, TokenDep, TrialNumber
 
 router = APIRouter(prefix="/api/v1/studies/{study}/trials", tags=["trials"])
 
@@ -29,9 +30,9 @@ router = APIRouter(prefix="/api/v1/studies/{study}/trials", tags=["trials"])
 def list_trials(
     study: str,
     db: DbDep,
-    state: Literal["running", "completed", "pruned", "failed", "cancelled"] | None = None,
+    state: TrialState | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     sort: Literal["number", "value", "state", "last_step"] = "number",
     order: Literal["asc", "desc"] = "asc",
 ) -> Page[TrialPublic]:
@@ -50,7 +51,7 @@ def list_trials(
 
 
 @router.get("/{number}", response_model=TrialDetail)
-def get_trial(study: str, number: int, db: DbDep) -> TrialDetail:
+def get_trial(study: str, number: TrialNumber, db: DbDep) -> TrialDetail:
     """One trial: parameters, state, value, every metric per step, and its run records."""
     return service.get_trial(db, ref=study, number=number)
 
@@ -65,7 +66,9 @@ def ask(study: str, db: DbDep, body: Annotated[AskIn | None, Body()] = None) -> 
 
 
 @router.post("/{number}/reports", response_model=ReportOut)
-def report(study: str, number: int, body: ReportIn, db: DbDep, token: TokenDep) -> ReportOut:
+def report(
+    study: str, number: TrialNumber, body: ReportIn, db: DbDep, token: TokenDep
+) -> ReportOut:
     """Record one step's metrics (header ``Authorization: Bearer <token>``).
 
     The answer says whether the trial should stop now (early stopping, or a cancelled study).
@@ -79,7 +82,7 @@ def report(study: str, number: int, body: ReportIn, db: DbDep, token: TokenDep) 
 @router.post("/{number}/heartbeat", response_model=ReportOut)
 def heartbeat(
     study: str,
-    number: int,
+    number: TrialNumber,
     db: DbDep,
     token: TokenDep,
     body: Annotated[HeartbeatIn | None, Body()] = None,
@@ -97,13 +100,15 @@ def heartbeat(
 
 
 @router.post("/{number}/complete", response_model=TrialDetail)
-def complete(study: str, number: int, body: CompleteIn, db: DbDep, token: TokenDep) -> TrialPublic:
+def complete(
+    study: str, number: TrialNumber, body: CompleteIn, db: DbDep, token: TokenDep
+) -> TrialPublic:
     """Finish the trial; its objective value is ``metrics[objective.metric]``."""
     return service.complete(db, ref=study, number=number, token=token, metrics=body.metrics)
 
 
 @router.post("/{number}/fail", response_model=TrialDetail)
-def fail(study: str, number: int, body: FailIn, db: DbDep, token: TokenDep) -> TrialPublic:
+def fail(study: str, number: TrialNumber, body: FailIn, db: DbDep, token: TokenDep) -> TrialPublic:
     """Finish the trial as failed with a reason; the study goes on."""
     return service.fail(
         db, ref=study, number=number, token=token, reason=body.reason, kind=body.kind

@@ -2,7 +2,10 @@
    Every figure div gets data-traces (how many traces it drew) once it has rendered. */
 "use strict";
 const HPO = (() => {
-  const STATES = ["pending", "running", "completed", "pruned", "failed", "cancelled"];
+  // the one vocabulary (hpo/vocabulary.py), carried by every page
+  const VOCABULARY = JSON.parse(document.getElementById("hpo-vocabulary").textContent);
+  const STATES = VOCABULARY.trial_states;
+  const FINISHED = STATES.filter((s) => !VOCABULARY.live_trial_states.includes(s));
   const PLOT_CONFIG = { responsive: true, displaylogo: false };
   const LIVE_MS = 2000;
 
@@ -99,7 +102,7 @@ const HPO = (() => {
 
   function progress(study) {
     const c = study.trial_counts;
-    const done = c.completed + c.pruned + c.failed + c.cancelled;
+    const done = FINISHED.reduce((sum, s) => sum + (c[s] || 0), 0);
     const size = study.size || Math.max(study.n_trials, 1);
     const pct = Math.min(100, Math.round((100 * done) / size));
     return h("div", { class: "progress", title: `${done} of ${study.size || "∞"} trials done` },
@@ -138,7 +141,7 @@ const HPO = (() => {
       }
       document.body.dataset.loaded = "study";
       document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
-      if (study.status === "running") setTimeout(refresh, LIVE_MS);
+      if (study.status === VOCABULARY.live_study_status) setTimeout(refresh, LIVE_MS);
     }
 
     function renderSummary(study) {
