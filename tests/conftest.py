@@ -109,26 +109,45 @@ def client(api):  # type: ignore[no-untyped-def]
     return Client(http=api)
 
 
+HPO_TABLES = [
+    "hpo_studies",
+    "hpo_trials",
+    "hpo_trial_runs",
+    "hpo_metrics",
+    "hpo_rungs",
+    "hpo_optuna_studies",
+    "hpo_optuna_tombstones",
+]
+
+
 def row_counts(url: str) -> dict[str, int]:
-    """Rows in each of our tables and Optuna's, to prove a rejected request wrote nothing."""
-    tables = [
-        "hpo_studies",
-        "hpo_trial_runs",
-        "hpo_metrics",
-        "studies",
-        "trials",
-        "trial_params",
-        "trial_values",
-        "trial_intermediate_values",
-    ]
-    engine = create_engine(url)
+    """Rows in each of our tables, and what Optuna's view holds once the mirror has caught
+    up (read through Optuna's public API), to prove a rejected request wrote nothing."""
+    from hpo import service
+    from hpo.storage import Database
+
+    db = Database(url, upgrade=False)
     try:
-        with engine.connect() as conn:
-            return {
-                t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()) for t in tables
+        service.sync_optuna(db, wait=30)
+        with db.engine.connect() as conn:
+            counts = {
+                t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one())
+                for t in HPO_TABLES
             }
+        storage = db.optuna_storage
+        trials = [
+            t
+            for s in storage.get_all_studies()
+            for t in storage.get_all_trials(storage.get_study_id_from_name(s.study_name))
+        ]
+        counts["optuna studies"] = len(storage.get_all_studies())
+        counts["optuna trials"] = len(trials)
+        counts["optuna finished trials"] = sum(t.state.is_finished() for t in trials)
+        counts["optuna params"] = sum(len(t.params) for t in trials)
+        counts["optuna intermediate values"] = sum(len(t.intermediate_values) for t in trials)
+        return counts
     finally:
-        engine.dispose()
+        db.dispose()
 
 
 @pytest.fixture(scope="session")

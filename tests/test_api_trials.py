@@ -7,6 +7,7 @@ import itertools
 import optuna
 import pytest
 
+from hpo import service
 from tests.conftest import make_spec, row_counts
 
 GRID_SPACE = {
@@ -226,12 +227,13 @@ def test_trial_list_filters_by_state_and_pages(api):
     assert api.get("/api/v1/studies/s1/trials", params={"state": "weird"}).status_code == 422
 
 
-def test_optuna_load_study_sees_the_service_trials(api, db_url):
+def test_optuna_load_study_sees_the_service_trials(api, app, db_url):
     api.post("/api/v1/studies", json=make_spec("shared"))
     trial = _ask(api, "shared")
     _post(api, trial, "reports", {"step": 1, "metrics": {"acc": 0.4}}, study="shared")
     _post(api, trial, "complete", {"metrics": {"acc": 0.6}}, study="shared")
     _ask(api, "shared")
+    service.sync_optuna(app.state.db, wait=30)  # the mirror follows the truth after commit
     study = optuna.load_study(study_name="shared", storage=db_url)
     assert len(study.trials) == 2
     assert study.best_trial.params == trial["params"]

@@ -151,7 +151,7 @@ def test_history_shows_every_completed_value_and_a_monotone_best(client, rand):
 def test_learning_curves_draw_what_was_reported_and_end_pruned_trials_early(app, client, asha):
     curves = service.objective_curves(app.state.db, ref="asha")
     trials = {t.number: t for t in client.trials("asha")}
-    fig = figures.learning_curves(curves, trials, metric="val_acc", max_epochs=9, rungs=[1, 3])
+    fig = figures.learning_curves(curves, trials, metric="val_acc", max_epochs=9, rungs={0: [1, 3]})
     _plain_json(fig)
     assert len(fig["data"]) == len(asha) == len(trials)
     states = {t.state for t in trials.values()}
@@ -383,7 +383,7 @@ def test_empty_inputs_give_an_annotation_not_an_error():
     empty = [
         figures.optimization_history([], metric="m", direction="maximize"),
         figures.optimization_history(unfinished, metric="m", direction="maximize"),
-        figures.learning_curves({}, {}, metric="m", max_epochs=5, rungs=[1]),
+        figures.learning_curves({}, {}, metric="m", max_epochs=5, rungs={0: [1]}),
         figures.parallel_coordinates([], space, metric="m", direction="minimize"),
         figures.param_importance({}),
         figures.slice_plot(unfinished, space, metric="m"),

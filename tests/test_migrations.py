@@ -12,7 +12,7 @@ from hpo.storage import Base, Database
 def test_upgrade_creates_our_tables_beside_optunas_and_matches_the_models(db_url):
     db = Database(db_url)
     try:
-        assert db.current_revision() == "0002"
+        assert db.current_revision() == "0003"
         tables = set(inspect(db.engine).get_table_names())
         assert {"hpo_studies", "hpo_trial_runs", "hpo_metrics", "hpo_alembic_version"} <= tables
         assert {"studies", "trials", "alembic_version"} <= tables  # Optuna's, untouched
@@ -20,9 +20,11 @@ def test_upgrade_creates_our_tables_beside_optunas_and_matches_the_models(db_url
             context = MigrationContext.configure(
                 connection,
                 opts={
-                    "include_name": lambda name, type_, *_: type_ != "table"
-                    or name.startswith("hpo_")
-                    and name != "hpo_alembic_version",
+                    "include_name": lambda name, type_, *_: (
+                        type_ != "table"
+                        or name.startswith("hpo_")
+                        and name != "hpo_alembic_version"
+                    ),
                     "compare_type": True,
                 },
             )
@@ -34,7 +36,7 @@ def test_upgrade_creates_our_tables_beside_optunas_and_matches_the_models(db_url
 def test_upgrade_is_idempotent(db_url):
     Database(db_url).dispose()
     again = Database(db_url)
-    assert again.current_revision() == "0002"
+    assert again.current_revision() == "0003"
     again.dispose()
 
 
