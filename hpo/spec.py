@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ from pydantic import (
 import search_spaces
 
 from ._errors import InvalidSpec
+from .vocabulary import AlgorithmName, EarlyStopping, SamplerModel
 
 __all__ = [
     "AlgorithmSpec",
@@ -43,14 +45,25 @@ __all__ = [
     "parse_spec",
 ]
 
-ALGORITHMS = ("grid", "random", "bayesian", "asha")
-EARLY_STOPPING = ("asha", "hyperband", "median", "none")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut short: an error echoes what was sent, never all of it."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_of(words: type[Enum], what: str, value: Any) -> Any:
+    allowed = [str(w.value) for w in words]
+    if isinstance(value, str) and value in allowed:
+        return value
+    raise ValueError(f"unknown {what} {_show(value)}; choose one of {', '.join(allowed)}")
 
 
 class FloatParam(_Strict):
@@ -138,32 +151,35 @@ class ObjectiveSpec(_Strict):
 
 
 class AlgorithmSpec(_Strict):
-    name: str
+    # the words are hpo.vocabulary's enums; the spec keeps their plain values ("grid"), so that
+    # it dumps to JSON as it came and compares equal to strings
+    model_config = ConfigDict(use_enum_values=True, validate_default=True)
+
+    name: AlgorithmName
     seed: int | None = None
     #: bayesian only: ``tpe`` (multivariate TPE with constant liar) or ``gp``.
-    model: Literal["tpe", "gp"] = "tpe"
+    model: SamplerModel = SamplerModel.TPE
     #: bayesian only: random trials before the model takes over.
     n_startup_trials: int = Field(default=10, ge=0)
     #: early stopping for any sampler; ``asha`` defaults to ``asha``, the others to ``none``.
-    early_stopping: str | None = None
+    early_stopping: EarlyStopping | None = None
     reduction_factor: int = 3
     grace_period: int = 1
 
-    @field_validator("name")
+    @field_validator("name", mode="before")
     @classmethod
-    def _known_algorithm(cls, name: str) -> str:
-        if name not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
-        return name
+    def _known_algorithm(cls, name: Any) -> Any:
+        return _one_of(AlgorithmName, "algorithm", name)
 
-    @field_validator("early_stopping")
+    @field_validator("model", mode="before")
     @classmethod
-    def _known_early_stopping(cls, value: str | None) -> str | None:
-        if value is not None and value not in EARLY_STOPPING:
-            raise ValueError(
-                f"unknown early_stopping {value!r}; choose one of {', '.join(EARLY_STOPPING)}"
-            )
-        return value
+    def _known_model(cls, model: Any) -> Any:
+        return _one_of(SamplerModel, "model", model)
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _known_early_stopping(cls, value: Any) -> Any:
+        return None if value is None else _one_of(EarlyStopping, "early_stopping", value)
 
     @field_validator("reduction_factor")
     @classmethod
@@ -183,8 +199,8 @@ class AlgorithmSpec(_Strict):
     def pruner(self) -> str:
         """The early-stopping rule in force: ``asha``, ``hyperband``, ``median`` or ``none``."""
         if self.early_stopping is not None:
-            return self.early_stopping
-        return "asha" if self.name == "asha" else "none"
+            return str(self.early_stopping)
+        return "asha" if self.name == AlgorithmName.ASHA else "none"
 
 
 class BudgetSpec(_Strict):
@@ -219,7 +235,9 @@ class StudySpec(_Strict):
         "of parameter name to {type: float|int|categorical, ...}"
     )
     preset: str | None = Field(default=None, description="the preset the space came from")
-    algorithm: AlgorithmSpec = Field(default_factory=lambda: AlgorithmSpec(name="random"))
+    algorithm: AlgorithmSpec = Field(
+        default_factory=lambda: AlgorithmSpec(name=AlgorithmName.RANDOM)
+    )
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -264,7 +282,7 @@ class StudySpec(_Strict):
                     f"parameter name {pname!r} is not allowed: start with a letter or '_' "
                     "and use letters, digits, '_', '.' or '-'"
                 )
-        if self.algorithm.name == "grid":
+        if self.algorithm.name == AlgorithmName.GRID:
             for pname, param in space.items():
                 if param.grid_values() is None:
                     raise ValueError(

@@ -129,3 +129,38 @@ def test_gp_is_refused_where_torch_is_missing(monkeypatch):
     )
     (problem,) = missing_requirements(gp)
     assert "'gp' needs torch" in problem and "model: tpe" in problem
+
+
+def test_algorithm_words_come_from_the_vocabulary_and_stay_plain_strings():
+    from hpo.vocabulary import AlgorithmName
+
+    spec = parse_spec(
+        make_spec(algorithm={"name": "bayesian", "model": "gp", "early_stopping": "median"})
+    )
+    algorithm = spec.algorithm
+    assert algorithm.name == "bayesian" == AlgorithmName.BAYESIAN
+    assert algorithm.pruner == "median"
+    assert {type(algorithm.name), type(algorithm.model), type(algorithm.early_stopping)} == {str}
+    assert spec.model_dump()["algorithm"] == spec.model_dump(mode="json")["algorithm"]
+    default = parse_spec({k: v for k, v in make_spec().items() if k != "algorithm"}).algorithm
+    assert (default.name, default.model, default.pruner) == ("random", "tpe", "none")
+    assert type(default.model) is str
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "message"),
+    [
+        ({"name": "bayesian", "model": "cmaes"}, "unknown model 'cmaes'; choose one of tpe, gp"),
+        (
+            {"name": "random", "early_stopping": "patience"},
+            "unknown early_stopping 'patience'; choose one of asha, hyperband, median, none",
+        ),
+        ({"name": 3}, "unknown algorithm 3; choose one of grid, random, bayesian, asha"),
+        ({"name": "x" * 10_000}, "unknown algorithm 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...;"),
+    ],
+)
+def test_unknown_words_name_the_choices(algorithm, message):
+    with pytest.raises(InvalidSpec) as info:
+        parse_spec(make_spec(algorithm=algorithm))
+    assert message in info.value.message
+    assert len(info.value.message) < 200
