@@ -29,6 +29,8 @@ from ._errors import InvalidSpec
 from .vocabulary import AlgorithmName, EarlyStopping, SamplerModel
 
 __all__ = [
+    "MAX_GRID_POINTS",
+    "MAX_GRID_SEED",
     "AlgorithmSpec",
     "BudgetSpec",
     "CategoricalParam",
@@ -44,6 +46,11 @@ __all__ = [
     "load_spec",
     "parse_spec",
 ]
+
+#: points of a grid study: the service lists and shuffles every point's index
+MAX_GRID_POINTS = 1_000_000
+#: numpy's RandomState, which shuffles a grid, takes seeds 0 .. 2**32 - 1
+MAX_GRID_SEED = 2**32 - 1
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
@@ -83,11 +90,18 @@ class FloatParam(_Strict):
                 raise ValueError("log and step cannot be combined; drop one of them")
         return self
 
-    def grid_values(self) -> list[float] | None:
+    def grid_count(self) -> int | None:
+        """How many values :meth:`grid_values` lists, computed without listing them."""
         if self.step is None:
             return None
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
-        return [round(self.low + i * self.step, 12) for i in range(count)]
+        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+
+    def grid_values(self) -> list[float] | None:
+        step, count = self.step, self.grid_count()
+        if step is None or count is None:
+            return None
+        _check_expandable(count)
+        return [round(self.low + i * step, 12) for i in range(count)]
 
 
 class IntParam(_Strict):
@@ -106,7 +120,12 @@ class IntParam(_Strict):
             raise ValueError("log and step cannot be combined; drop one of them")
         return self
 
+    def grid_count(self) -> int:
+        """How many values :meth:`grid_values` lists, computed without listing them."""
+        return (self.high - self.low) // self.step + 1
+
     def grid_values(self) -> list[int]:
+        _check_expandable(self.grid_count())
         return list(range(self.low, self.high + 1, self.step))
 
 
@@ -126,6 +145,9 @@ class CategoricalParam(_Strict):
             raise ValueError(f"choices {choices} has duplicates; list each value once")
         return choices
 
+    def grid_count(self) -> int:
+        return len(self.choices)
+
     def grid_values(self) -> list[Scalar]:
         return list(self.choices)
 
@@ -143,6 +165,14 @@ def _check_range(low: float, high: float, log: bool) -> None:
         )
     if log and low <= 0:
         raise ValueError(f"low is {low}, but a log scale needs low > 0")
+
+
+def _check_expandable(count: int) -> None:
+    if count > MAX_GRID_POINTS:
+        raise ValueError(
+            f"a parameter of {count:,} values is more than a grid may list "
+            f"({MAX_GRID_POINTS:,} points)"
+        )
 
 
 class ObjectiveSpec(_Strict):
@@ -283,12 +313,7 @@ class StudySpec(_Strict):
                     "and use letters, digits, '_', '.' or '-'"
                 )
         if self.algorithm.name == AlgorithmName.GRID:
-            for pname, param in space.items():
-                if param.grid_values() is None:
-                    raise ValueError(
-                        f"grid search needs a finite set of values for {pname!r}; "
-                        "give 'step' or 'choices'"
-                    )
+            _check_grid(space, self.algorithm.seed)
         if self.algorithm.pruner in ("asha", "hyperband") and (
             self.algorithm.grace_period >= self.budget.max_epochs
         ):
@@ -302,6 +327,42 @@ class StudySpec(_Strict):
     def space(self) -> dict[str, FloatParam | IntParam | CategoricalParam]:
         """The resolved search space (presets already expanded)."""
         return self.search_space
+
+
+def _check_grid(
+    space: dict[str, FloatParam | IntParam | CategoricalParam], seed: int | None
+) -> None:
+    """A grid must be finite, at most MAX_GRID_POINTS, and seeded as numpy allows.
+
+    Sizes are computed, never listed: ``{type: int, low: 0, high: 10**12}`` costs nothing here.
+    """
+    counts: dict[str, int] = {}
+    for pname, param in space.items():
+        count = param.grid_count()
+        if count is None:
+            raise ValueError(
+                f"grid search needs a finite set of values for {pname!r}; give 'step' or 'choices'"
+            )
+        counts[pname] = count
+    total = math.prod(counts.values())
+    if total > MAX_GRID_POINTS:
+        largest = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+        detail = ", ".join(f"{pname!r}: {_count(n)} values" for pname, n in largest)
+        raise ValueError(
+            f"search_space: grid search over this space has {_count(total)} points ({detail}), "
+            f"but the limit is {MAX_GRID_POINTS:,}; use a coarser 'step' or fewer 'choices', "
+            "or algorithm random or bayesian with budget.max_trials"
+        )
+    if seed is not None and not 0 <= seed <= MAX_GRID_SEED:
+        raise ValueError(
+            f"algorithm.seed is {seed}, but grid search needs 0 <= seed <= {MAX_GRID_SEED} "
+            "(numpy shuffles the grid with it)"
+        )
+
+
+def _count(n: int) -> str:
+    """``1,234,567``, or ``about 10^40`` for a number too long to print."""
+    return f"{n:,}" if n < 10**15 else f"about 10^{int(math.log10(n))}"
 
 
 def format_errors(errors: list[Any]) -> str:

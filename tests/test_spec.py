@@ -164,3 +164,39 @@ def test_unknown_words_name_the_choices(algorithm, message):
         parse_spec(make_spec(algorithm=algorithm))
     assert message in info.value.message
     assert len(info.value.message) < 200
+
+
+def test_a_grid_is_sized_by_arithmetic_and_capped():
+    from hpo.spec import MAX_GRID_POINTS, IntParam
+
+    # 10**12 + 1 values: listing them would take terabytes, so only arithmetic can answer
+    trillion = make_spec(
+        algorithm={"name": "grid"}, search_space={"n": {"type": "int", "low": 0, "high": 10**12}}
+    )
+    with pytest.raises(InvalidSpec) as info:
+        parse_spec(trillion)
+    assert "search_space: grid search over this space has 1,000,000,000,001 points" in str(
+        info.value
+    )
+    assert f"the limit is {MAX_GRID_POINTS:,}; use a coarser 'step'" in str(info.value)
+    at_limit = make_spec(
+        algorithm={"name": "grid", "seed": 2**32 - 1},
+        search_space={
+            "a": {"type": "int", "low": 1, "high": 1000},
+            "b": {"type": "float", "low": 0.0, "high": 0.999, "step": 0.001},
+        },
+    )
+    assert grid_size(parse_spec(at_limit).space) == MAX_GRID_POINTS
+    huge = {"a": IntParam(type="int", low=0, high=10**15), "b": IntParam(type="int", low=0, high=9)}
+    assert grid_size(huge) == (10**15 + 1) * 10
+    with pytest.raises(ValueError, match="over the limit"):
+        grid_points(huge)
+    with pytest.raises(ValueError, match="more than a grid may list"):
+        huge["a"].grid_values()
+
+
+def test_a_grid_seed_must_suit_numpy():
+    grid = {"name": "grid", "seed": -1}
+    with pytest.raises(InvalidSpec, match=r"algorithm.seed is -1, but grid search needs 0 <= seed"):
+        parse_spec(make_spec(algorithm=grid, search_space="transformer-grid"))
+    assert parse_spec(make_spec(algorithm={"name": "random", "seed": -1})).algorithm.seed == -1
