@@ -52,8 +52,9 @@ MAX_GRID_POINTS = 1_000_000
 #: numpy's RandomState, which shuffles a grid, takes seeds 0 .. 2**32 - 1
 MAX_GRID_SEED = 2**32 - 1
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_PARAM_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class _Strict(BaseModel):
@@ -64,6 +65,13 @@ def _show(value: Any, limit: int = 40) -> str:
     """``repr(value)``, cut short: an error echoes what was sent, never all of it."""
     text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _no_control(text: str) -> str:
+    """Names shown in pages, logs and URLs carry no control characters (newlines, NUL, escapes)."""
+    if _CONTROL_RE.search(text):
+        raise ValueError(f"must not contain control characters (got {_show(text)})")
+    return text
 
 
 def _one_of(words: type[Enum], what: str, value: Any) -> Any:
@@ -179,6 +187,11 @@ class ObjectiveSpec(_Strict):
     metric: str = Field(min_length=1, max_length=64)
     direction: Literal["maximize", "minimize"] = "maximize"
 
+    @field_validator("metric")
+    @classmethod
+    def _printable(cls, metric: str) -> str:
+        return _no_control(metric)
+
 
 class AlgorithmSpec(_Strict):
     # the words are hpo.vocabulary's enums; the spec keeps their plain values ("grid"), so that
@@ -247,6 +260,11 @@ class WorkloadSpec(_Strict):
     name: str = Field(default="external", min_length=1, max_length=128)
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, name: str) -> str:
+        return _no_control(name)
+
 
 class ResourcesSpec(_Strict):
     gpus_per_trial: float = Field(default=0, ge=0, le=64)
@@ -275,14 +293,15 @@ class StudySpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
-        if not _NAME_RE.match(name):
+        _no_control(name)
+        if not _NAME_RE.fullmatch(name):
             raise ValueError(
-                f"name {name!r} is not allowed: use 1-128 letters, digits, '.', '_' or '-', "
+                f"name {_show(name)} is not allowed: use 1-128 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"
             )
         if name.isdigit():
             raise ValueError(
-                f"name {name!r} is all digits, which reads as a study id; add a letter"
+                f"name {_show(name)} is all digits, which reads as a study id; add a letter"
             )
         return name
 
@@ -307,10 +326,10 @@ class StudySpec(_Strict):
                 "learning_rate: {type: float, low: 1.0e-5, high: 1.0e-2, log: true}"
             )
         for pname in space:
-            if not _PARAM_RE.match(pname):
+            if not _PARAM_RE.fullmatch(pname):
                 raise ValueError(
-                    f"parameter name {pname!r} is not allowed: start with a letter or '_' "
-                    "and use letters, digits, '_', '.' or '-'"
+                    f"parameter name {_show(pname)} is not allowed: start with a letter or '_' "
+                    "and use 1-64 letters, digits, '_', '.' or '-'"
                 )
         if self.algorithm.name == AlgorithmName.GRID:
             _check_grid(space, self.algorithm.seed)

@@ -200,3 +200,23 @@ def test_a_grid_seed_must_suit_numpy():
     with pytest.raises(InvalidSpec, match=r"algorithm.seed is -1, but grid search needs 0 <= seed"):
         parse_spec(make_spec(algorithm=grid, search_space="transformer-grid"))
     assert parse_spec(make_spec(algorithm={"name": "random", "seed": -1})).algorithm.seed == -1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"name": "alpha\n"}, "name: must not contain control characters (got 'alpha\\n')"),
+        ({"name": "al\x00pha"}, "name: must not contain control characters"),
+        ({"objective": {"metric": "acc\n"}}, "objective.metric: must not contain control"),
+        ({"workload": {"name": "external\x00"}}, "workload.name: must not contain control"),
+        (
+            {"search_space": {"x\n": {"type": "float", "low": 0, "high": 1}}},
+            "parameter name 'x\\n' is not allowed",
+        ),
+    ],
+)
+def test_names_end_where_they_seem_to(overrides, message):
+    # a regex `match` with `$` let "alpha\n" through: `$` matches before a final newline
+    with pytest.raises(InvalidSpec) as info:
+        parse_spec(make_spec(**overrides))
+    assert message in info.value.message
