@@ -2,13 +2,18 @@
 
 Validation follows Optuna's habit of naming the value and the rule ("the value of
 ``reduction_factor`` is 1, but must be ``reduction_factor >= 2``"). Every rule that can be
-checked without a database is checked here, so a rejected spec never reaches storage.
+checked without a database is checked here, so a rejected spec never reaches storage. Whatever
+passes can be stored on PostgreSQL and SQLite and used by the samplers: numbers are finite,
+integers fit their columns, text holds no NUL, and every count has a limit (``MAX_*``) that a
+real study never reaches, checked before any work that grows with it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,8 +30,24 @@ from pydantic import (
 import search_spaces
 
 from ._errors import InvalidSpec
+from .vocabulary import AlgorithmName, EarlyStopping, SamplerModel
 
 __all__ = [
+    "MAX_CHOICES",
+    "MAX_CHOICES_CHARS",
+    "MAX_EPOCHS",
+    "MAX_GRID_POINTS",
+    "MAX_GRID_SEED",
+    "MAX_INT_PARAM",
+    "MAX_OPTIONS_CHARS",
+    "MAX_OPTIONS_DEPTH",
+    "MAX_OPTIONS_VALUES",
+    "MAX_PARAMS",
+    "MAX_REDUCTION_FACTOR",
+    "MAX_STEPPED_VALUES",
+    "MAX_TRIALS",
+    "MAX_WALL_SECONDS",
+    "MIN_FLOAT_STEP",
     "AlgorithmSpec",
     "BudgetSpec",
     "CategoricalParam",
@@ -43,14 +64,91 @@ __all__ = [
     "parse_spec",
 ]
 
-ALGORITHMS = ("grid", "random", "bayesian", "asha")
-EARLY_STOPPING = ("asha", "hyperband", "median", "none")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+# Limits a real user never reaches; each check names its limit and how to stay within it.
+#: points of a grid study: the service lists and shuffles every point's index
+MAX_GRID_POINTS = 1_000_000
+#: values one stepped float may take (any algorithm): Optuna snaps its range with 28-digit
+#: decimals, and a finer step is below what a 64-bit float tells apart
+MAX_STEPPED_VALUES = 1_000_000_000
+#: stepped floats are rounded to 12 decimal places (0.3, not 0.30000000000000004)
+MIN_FLOAT_STEP = 1e-12
+MAX_PARAMS = 1_000
+MAX_CHOICES = 1_000
+#: characters of one parameter's choices as JSON: Optuna stores them again with every trial
+MAX_CHOICES_CHARS = 65_536
+MAX_OPTIONS_DEPTH = 8
+MAX_OPTIONS_VALUES = 10_000
+MAX_OPTIONS_CHARS = 65_536
+#: Optuna keeps every parameter as a 64-bit float, which holds integers exactly up to 2**53
+MAX_INT_PARAM = 2**53
+_INT64_MAX = 2**63 - 1
+#: numpy's RandomState, which shuffles a grid, takes seeds 0 .. 2**32 - 1
+MAX_GRID_SEED = 2**32 - 1
+#: the largest budget.max_trials: trial numbers are 32-bit columns in Optuna's tables and ours
+MAX_TRIALS = 2**31 - 1
+#: the largest budget.max_epochs: epochs are report steps, rows of metrics per trial
+MAX_EPOCHS = 1_000_000
+MAX_REDUCTION_FACTOR = 1_000
+#: ten years; a study meant to run longer leaves max_wall_seconds unset
+MAX_WALL_SECONDS = 10 * 365 * 24 * 3600
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_PARAM_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities are refused everywhere: JSON columns cannot store them
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut short: an error echoes what was sent, never all of it."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _text_problem(text: str) -> str | None:
+    """What stops ``text`` from being stored (PostgreSQL takes no NUL, UTF-8 no lone surrogate)."""
+    if "\x00" in text:
+        return (
+            f"must not contain a NUL character, which PostgreSQL cannot store (got {_show(text)})"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"must be valid Unicode text, without lone surrogates (got {_show(text)})"
+    return None
+
+
+def _no_control(text: str) -> str:
+    """Names shown in pages, logs and URLs carry no control characters (newlines, NUL, escapes)."""
+    if _CONTROL_RE.search(text):
+        raise ValueError(f"must not contain control characters (got {_show(text)})")
+    return text
+
+
+def _scalar_problem(value: Any) -> str | None:
+    """What is wrong with one JSON value that is not a list or mapping, or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if -_INT64_MAX - 1 <= value <= _INT64_MAX:
+            return None
+        return f"must be an integer that fits in 64 bits, |n| < 2**63 (got {_show(value)})"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"must be a finite number (got {value})"
+    if isinstance(value, str):
+        return _text_problem(value)
+    return f"must be a string, number, true/false or null (got {type(value).__name__})"
+
+
+def _one_of(words: type[Enum], what: str, value: Any) -> Any:
+    allowed = [str(w.value) for w in words]
+    if isinstance(value, str) and value in allowed:
+        return value
+    raise ValueError(f"unknown {what} {_show(value)}; choose one of {', '.join(allowed)}")
 
 
 class FloatParam(_Strict):
@@ -63,18 +161,41 @@ class FloatParam(_Strict):
     @model_validator(mode="after")
     def _check(self) -> FloatParam:
         _check_range(self.low, self.high, self.log)
+        if not math.isfinite(self.high - self.low):
+            raise ValueError(
+                f"high - low overflows a 64-bit float (low={self.low}, high={self.high}); "
+                "narrow the range, or use log: true with low > 0"
+            )
         if self.step is not None:
             if not self.step > 0:
                 raise ValueError(f"step is {self.step}, but must be step > 0")
             if self.log:
                 raise ValueError("log and step cannot be combined; drop one of them")
+            if self.step < MIN_FLOAT_STEP:
+                raise ValueError(
+                    f"step is {self.step}, but must be step >= {MIN_FLOAT_STEP:g} "
+                    "(stepped values are rounded to 12 decimal places)"
+                )
+            if not (self.high - self.low) / self.step < MAX_STEPPED_VALUES:
+                raise ValueError(
+                    f"step {self.step} cuts [{self.low}, {self.high}] into more than "
+                    f"{MAX_STEPPED_VALUES:,} values, the limit; use a coarser step, or drop "
+                    "step for a continuous range"
+                )
         return self
 
-    def grid_values(self) -> list[float] | None:
+    def grid_count(self) -> int | None:
+        """How many values :meth:`grid_values` lists, computed without listing them."""
         if self.step is None:
             return None
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
-        return [round(self.low + i * self.step, 12) for i in range(count)]
+        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+
+    def grid_values(self) -> list[float] | None:
+        step, count = self.step, self.grid_count()
+        if step is None or count is None:
+            return None
+        _check_expandable(count)
+        return [round(self.low + i * step, 12) for i in range(count)]
 
 
 class IntParam(_Strict):
@@ -83,6 +204,16 @@ class IntParam(_Strict):
     high: int
     log: bool = False
     step: int = 1
+
+    @field_validator("low", "high", "step")
+    @classmethod
+    def _exact(cls, value: int) -> int:
+        if abs(value) > MAX_INT_PARAM:
+            raise ValueError(
+                f"must be within -{MAX_INT_PARAM:,} .. {MAX_INT_PARAM:,} (2**53), the integers "
+                f"Optuna stores exactly (got {_show(value)})"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> IntParam:
@@ -93,7 +224,12 @@ class IntParam(_Strict):
             raise ValueError("log and step cannot be combined; drop one of them")
         return self
 
+    def grid_count(self) -> int:
+        """How many values :meth:`grid_values` lists, computed without listing them."""
+        return (self.high - self.low) // self.step + 1
+
     def grid_values(self) -> list[int]:
+        _check_expandable(self.grid_count())
         return list(range(self.low, self.high + 1, self.step))
 
 
@@ -104,14 +240,42 @@ class CategoricalParam(_Strict):
     type: Literal["categorical"]
     choices: list[Scalar]
 
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _plain_values(cls, choices: Any) -> Any:
+        if not isinstance(choices, list):
+            return choices  # pydantic says it must be a list
+        if len(choices) > MAX_CHOICES:
+            raise ValueError(
+                f"has {len(choices):,} choices, but the limit is {MAX_CHOICES:,}; for a range of "
+                "numbers use {type: int} or {type: float, step: ...} instead"
+            )
+        for i, choice in enumerate(choices):
+            problem = _scalar_problem(choice)
+            if problem:
+                raise ValueError(f"choice {i} {problem}")
+        if len(json.dumps(choices)) > MAX_CHOICES_CHARS:
+            raise ValueError(
+                f"the choices take more than {MAX_CHOICES_CHARS:,} characters as JSON (Optuna "
+                "stores them with every trial); use shorter values, e.g. names for long texts"
+            )
+        return choices
+
     @field_validator("choices")
     @classmethod
     def _non_empty(cls, choices: list[Scalar]) -> list[Scalar]:
         if not choices:
             raise ValueError("choices is empty, but needs at least one value")
-        if len({repr(c) for c in choices}) != len(choices):
-            raise ValueError(f"choices {choices} has duplicates; list each value once")
+        # 1, 1.0 and True are one value to Optuna (it finds a choice by ==), so they count as one
+        if len(set(choices)) != len(choices):
+            raise ValueError(
+                f"choices {_show(choices, 80)} has duplicates (1, 1.0 and true count as equal); "
+                "list each value once"
+            )
         return choices
+
+    def grid_count(self) -> int:
+        return len(self.choices)
 
     def grid_values(self) -> list[Scalar]:
         return list(self.choices)
@@ -132,74 +296,168 @@ def _check_range(low: float, high: float, log: bool) -> None:
         raise ValueError(f"low is {low}, but a log scale needs low > 0")
 
 
+def _check_expandable(count: int) -> None:
+    if count > MAX_GRID_POINTS:
+        raise ValueError(
+            f"a parameter of {count:,} values is more than a grid may list "
+            f"({MAX_GRID_POINTS:,} points)"
+        )
+
+
 class ObjectiveSpec(_Strict):
     metric: str = Field(min_length=1, max_length=64)
     direction: Literal["maximize", "minimize"] = "maximize"
 
+    @field_validator("metric")
+    @classmethod
+    def _printable(cls, metric: str) -> str:
+        return _no_control(metric)
+
 
 class AlgorithmSpec(_Strict):
-    name: str
-    seed: int | None = None
+    # the words are hpo.vocabulary's enums; the spec keeps their plain values ("grid"), so that
+    # it dumps to JSON as it came and compares equal to strings
+    model_config = ConfigDict(use_enum_values=True, validate_default=True)
+
+    name: AlgorithmName
+    #: any 64-bit integer; grid search also needs 0 <= seed < 2**32 (checked on the study)
+    seed: int | None = Field(default=None, ge=-_INT64_MAX - 1, le=_INT64_MAX)
     #: bayesian only: ``tpe`` (multivariate TPE with constant liar) or ``gp``.
-    model: Literal["tpe", "gp"] = "tpe"
+    model: SamplerModel = SamplerModel.TPE
     #: bayesian only: random trials before the model takes over.
-    n_startup_trials: int = Field(default=10, ge=0)
+    n_startup_trials: int = Field(default=10, ge=0, le=MAX_TRIALS)
     #: early stopping for any sampler; ``asha`` defaults to ``asha``, the others to ``none``.
-    early_stopping: str | None = None
+    early_stopping: EarlyStopping | None = None
     reduction_factor: int = 3
     grace_period: int = 1
 
-    @field_validator("name")
+    @field_validator("name", mode="before")
     @classmethod
-    def _known_algorithm(cls, name: str) -> str:
-        if name not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
-        return name
+    def _known_algorithm(cls, name: Any) -> Any:
+        return _one_of(AlgorithmName, "algorithm", name)
 
-    @field_validator("early_stopping")
+    @field_validator("model", mode="before")
     @classmethod
-    def _known_early_stopping(cls, value: str | None) -> str | None:
-        if value is not None and value not in EARLY_STOPPING:
-            raise ValueError(
-                f"unknown early_stopping {value!r}; choose one of {', '.join(EARLY_STOPPING)}"
-            )
-        return value
+    def _known_model(cls, model: Any) -> Any:
+        return _one_of(SamplerModel, "model", model)
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _known_early_stopping(cls, value: Any) -> Any:
+        return None if value is None else _one_of(EarlyStopping, "early_stopping", value)
 
     @field_validator("reduction_factor")
     @classmethod
     def _eta(cls, value: int) -> int:
         if value < 2:
-            raise ValueError(f"reduction_factor is {value}, but must be reduction_factor >= 2")
+            raise ValueError(
+                f"reduction_factor is {_show(value)}, but must be reduction_factor >= 2"
+            )
+        if value > MAX_REDUCTION_FACTOR:
+            raise ValueError(
+                f"reduction_factor is {_show(value)}, but must be reduction_factor <= "
+                f"{MAX_REDUCTION_FACTOR:,} (a larger one leaves a single rung)"
+            )
         return value
 
     @field_validator("grace_period")
     @classmethod
     def _grace(cls, value: int) -> int:
         if value < 1:
-            raise ValueError(f"grace_period is {value}, but must be grace_period >= 1")
+            raise ValueError(f"grace_period is {_show(value)}, but must be grace_period >= 1")
+        if value > MAX_EPOCHS:
+            raise ValueError(
+                f"grace_period is {_show(value)}, but must be grace_period <= {MAX_EPOCHS:,} "
+                "(the limit of budget.max_epochs)"
+            )
         return value
 
     @property
     def pruner(self) -> str:
         """The early-stopping rule in force: ``asha``, ``hyperband``, ``median`` or ``none``."""
         if self.early_stopping is not None:
-            return self.early_stopping
-        return "asha" if self.name == "asha" else "none"
+            return str(self.early_stopping)
+        return "asha" if self.name == AlgorithmName.ASHA else "none"
 
 
 class BudgetSpec(_Strict):
     #: trials handed out at most; unset means unlimited (grid: the size of the grid).
-    max_trials: int | None = Field(default=None, ge=1)
+    max_trials: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
     #: epochs (report steps) of a trial that runs to the end; the last ASHA rung.
-    max_epochs: int = Field(default=10, ge=1)
+    max_epochs: int = Field(default=10, ge=1, le=MAX_EPOCHS)
     parallelism: int = Field(default=1, ge=1, le=1024)
     max_retries: int = Field(default=2, ge=0, le=100)
-    max_wall_seconds: float | None = Field(default=None, gt=0)
+    max_wall_seconds: float | None = Field(default=None, gt=0, le=MAX_WALL_SECONDS)
 
 
 class WorkloadSpec(_Strict):
     name: str = Field(default="external", min_length=1, max_length=128)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, name: str) -> str:
+        return _no_control(name)
+
+    @field_validator("options")
+    @classmethod
+    def _json_data(cls, options: dict[str, Any]) -> dict[str, Any]:
+        problem = _OptionsCheck().problem(options, "", 1)
+        if problem:
+            raise ValueError(problem)
+        return options
+
+
+class _OptionsCheck:
+    """Walks ``workload.options``: plain JSON data, bounded in depth and size, storable."""
+
+    def __init__(self) -> None:
+        self.values = 0
+        self.chars = 0
+
+    def problem(self, value: Any, where: str, depth: int) -> str | None:
+        self.values += 1
+        if self.values > MAX_OPTIONS_VALUES:
+            return f"holds more than {MAX_OPTIONS_VALUES:,} values; pass a file path instead"
+        if isinstance(value, (dict, list, tuple)) and depth > MAX_OPTIONS_DEPTH:
+            return f"{where}: nests deeper than {MAX_OPTIONS_DEPTH} levels of lists and mappings"
+        if isinstance(value, dict):
+            return self._mapping(value, where, depth)
+        if isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                problem = self.problem(item, f"{where}[{i}]", depth + 1)
+                if problem:
+                    return problem
+            return None
+        if isinstance(value, str):
+            self.chars += len(value)
+        problem = _scalar_problem(value)
+        if problem:
+            return f"{where}: {problem}"
+        return self._too_much_text()
+
+    def _mapping(self, mapping: dict[Any, Any], where: str, depth: int) -> str | None:
+        for key, item in mapping.items():
+            if not isinstance(key, str):
+                return f"{where or 'keys'}: keys must be strings (got {_show(key)})"
+            inner = f"{where}.{key}" if _KEY_RE.fullmatch(key) else f"{where}[{_show(key)}]"
+            inner = inner.removeprefix(".")
+            self.chars += len(key)
+            problem = _text_problem(key)
+            if problem:
+                return f"{inner}: the key {problem}"
+            problem = self._too_much_text() or self.problem(item, inner, depth + 1)
+            if problem:
+                return problem
+        return None
+
+    def _too_much_text(self) -> str | None:
+        if self.chars > MAX_OPTIONS_CHARS:
+            return (
+                f"holds more than {MAX_OPTIONS_CHARS:,} characters of text; "
+                "pass a file path instead of inline data"
+            )
+        return None
 
 
 class ResourcesSpec(_Strict):
@@ -219,7 +477,9 @@ class StudySpec(_Strict):
         "of parameter name to {type: float|int|categorical, ...}"
     )
     preset: str | None = Field(default=None, description="the preset the space came from")
-    algorithm: AlgorithmSpec = Field(default_factory=lambda: AlgorithmSpec(name="random"))
+    algorithm: AlgorithmSpec = Field(
+        default_factory=lambda: AlgorithmSpec(name=AlgorithmName.RANDOM)
+    )
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -227,50 +487,69 @@ class StudySpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:
-        if not _NAME_RE.match(name):
+        _no_control(name)
+        if not _NAME_RE.fullmatch(name):
             raise ValueError(
-                f"name {name!r} is not allowed: use 1-128 letters, digits, '.', '_' or '-', "
+                f"name {_show(name)} is not allowed: use 1-128 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit"
             )
         if name.isdigit():
             raise ValueError(
-                f"name {name!r} is all digits, which reads as a study id; add a letter"
+                f"name {_show(name)} is all digits, which reads as a study id; add a letter"
             )
         return name
+
+    @field_validator("preset")
+    @classmethod
+    def _preset_name(cls, preset: str | None) -> str | None:
+        if preset is not None and not _NAME_RE.fullmatch(preset):
+            raise ValueError(
+                f"{_show(preset)} is not a preset name (see GET /api/v1/search-spaces)"
+            )
+        return preset
 
     @model_validator(mode="before")
     @classmethod
     def _resolve_preset(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("search_space"), str):
             name = data["search_space"]
+            if not _NAME_RE.fullmatch(name):  # never echo or look up an arbitrary string
+                names = ", ".join(search_spaces.names())
+                raise ValueError(
+                    f"search_space: unknown search-space preset {_show(name)}; "
+                    f"known presets: {names}"
+                )
             try:
                 space = search_spaces.load(name)
             except search_spaces.PresetNotFound as exc:
-                raise ValueError(str(exc)) from None
+                raise ValueError(f"search_space: {exc}") from None
             data = {**data, "search_space": space, "preset": name}
         return data
 
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _parameter_names(cls, space: Any) -> Any:
+        if not isinstance(space, dict):
+            return space  # pydantic says it must be a mapping
+        if len(space) > MAX_PARAMS:
+            raise ValueError(f"has {len(space):,} parameters, but the limit is {MAX_PARAMS:,}")
+        for pname in space:
+            if not (isinstance(pname, str) and _PARAM_RE.fullmatch(pname)):
+                raise ValueError(
+                    f"parameter name {_show(pname)} is not allowed: start with a letter or '_' "
+                    "and use 1-64 letters, digits, '_', '.' or '-'"
+                )
+        return space
+
     @model_validator(mode="after")
     def _check_space(self) -> StudySpec:
-        space = self.search_space
-        if not space:
+        if not self.search_space:
             raise ValueError(
                 "search_space is empty; give at least one parameter, e.g. "
                 "learning_rate: {type: float, low: 1.0e-5, high: 1.0e-2, log: true}"
             )
-        for pname in space:
-            if not _PARAM_RE.match(pname):
-                raise ValueError(
-                    f"parameter name {pname!r} is not allowed: start with a letter or '_' "
-                    "and use letters, digits, '_', '.' or '-'"
-                )
-        if self.algorithm.name == "grid":
-            for pname, param in space.items():
-                if param.grid_values() is None:
-                    raise ValueError(
-                        f"grid search needs a finite set of values for {pname!r}; "
-                        "give 'step' or 'choices'"
-                    )
+        if self.algorithm.name == AlgorithmName.GRID:
+            _check_grid(self.search_space, self.algorithm.seed)
         if self.algorithm.pruner in ("asha", "hyperband") and (
             self.algorithm.grace_period >= self.budget.max_epochs
         ):
@@ -284,6 +563,42 @@ class StudySpec(_Strict):
     def space(self) -> dict[str, FloatParam | IntParam | CategoricalParam]:
         """The resolved search space (presets already expanded)."""
         return self.search_space
+
+
+def _check_grid(
+    space: dict[str, FloatParam | IntParam | CategoricalParam], seed: int | None
+) -> None:
+    """A grid must be finite, at most MAX_GRID_POINTS, and seeded as numpy allows.
+
+    Sizes are computed, never listed: ``{type: int, low: 0, high: 10**12}`` costs nothing here.
+    """
+    counts: dict[str, int] = {}
+    for pname, param in space.items():
+        count = param.grid_count()
+        if count is None:
+            raise ValueError(
+                f"grid search needs a finite set of values for {pname!r}; give 'step' or 'choices'"
+            )
+        counts[pname] = count
+    total = math.prod(counts.values())
+    if total > MAX_GRID_POINTS:
+        largest = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+        detail = ", ".join(f"{pname!r}: {_count(n)} values" for pname, n in largest)
+        raise ValueError(
+            f"search_space: grid search over this space has {_count(total)} points ({detail}), "
+            f"but the limit is {MAX_GRID_POINTS:,}; use a coarser 'step' or fewer 'choices', "
+            "or algorithm random or bayesian with budget.max_trials"
+        )
+    if seed is not None and not 0 <= seed <= MAX_GRID_SEED:
+        raise ValueError(
+            f"algorithm.seed is {seed}, but grid search needs 0 <= seed <= {MAX_GRID_SEED} "
+            "(numpy shuffles the grid with it)"
+        )
+
+
+def _count(n: int) -> str:
+    """``1,234,567``, or ``about 10^40`` for a number too long to print."""
+    return f"{n:,}" if n < 10**15 else f"about 10^{int(math.log10(n))}"
 
 
 def format_errors(errors: list[Any]) -> str:
@@ -304,19 +619,26 @@ def format_errors(errors: list[Any]) -> str:
             msg = "required field is missing"
         elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
             msg = "'type' must be one of float, int, categorical"
-        elif (
-            "input" in err and kind not in ("value_error", "json_invalid") and _short(err["input"])
-        ):
-            msg = f"{msg} (got {err['input']!r})"
+        else:
+            msg = _PLAINER.get(str(kind), msg)
+            if "input" in err and kind not in ("value_error", "json_invalid"):
+                if _short(err["input"]):
+                    msg = f"{msg} (got {err['input']!r})"
         loc = ".".join(parts)
         lines.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(dict.fromkeys(lines))
 
 
 _UNION_TAGS = {"float", "int", "categorical"}
+_PLAINER = {
+    "finite_number": "must be a finite number",
+    "int_parsing_size": "is too large for an integer",
+}
 
 
 def _short(value: Any) -> bool:
+    if isinstance(value, int) and abs(value) >= 10**80:
+        return False  # and repr() of an int over 4,300 digits would raise
     return isinstance(value, (int, float, str, bool)) and len(repr(value)) <= 80
 
 
@@ -343,6 +665,6 @@ def load_spec(path: str | Path) -> StudySpec:
     text = Path(path).read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer of over 4,300 digits
         raise InvalidSpec(f"{path} is not valid YAML: {exc}") from None
     return parse_spec(data)

@@ -129,3 +129,94 @@ def test_gp_is_refused_where_torch_is_missing(monkeypatch):
     )
     (problem,) = missing_requirements(gp)
     assert "'gp' needs torch" in problem and "model: tpe" in problem
+
+
+def test_algorithm_words_come_from_the_vocabulary_and_stay_plain_strings():
+    from hpo.vocabulary import AlgorithmName
+
+    spec = parse_spec(
+        make_spec(algorithm={"name": "bayesian", "model": "gp", "early_stopping": "median"})
+    )
+    algorithm = spec.algorithm
+    assert algorithm.name == "bayesian" == AlgorithmName.BAYESIAN
+    assert algorithm.pruner == "median"
+    assert {type(algorithm.name), type(algorithm.model), type(algorithm.early_stopping)} == {str}
+    assert spec.model_dump()["algorithm"] == spec.model_dump(mode="json")["algorithm"]
+    default = parse_spec({k: v for k, v in make_spec().items() if k != "algorithm"}).algorithm
+    assert (default.name, default.model, default.pruner) == ("random", "tpe", "none")
+    assert type(default.model) is str
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "message"),
+    [
+        ({"name": "bayesian", "model": "cmaes"}, "unknown model 'cmaes'; choose one of tpe, gp"),
+        (
+            {"name": "random", "early_stopping": "patience"},
+            "unknown early_stopping 'patience'; choose one of asha, hyperband, median, none",
+        ),
+        ({"name": 3}, "unknown algorithm 3; choose one of grid, random, bayesian, asha"),
+        ({"name": "x" * 10_000}, "unknown algorithm 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...;"),
+    ],
+)
+def test_unknown_words_name_the_choices(algorithm, message):
+    with pytest.raises(InvalidSpec) as info:
+        parse_spec(make_spec(algorithm=algorithm))
+    assert message in info.value.message
+    assert len(info.value.message) < 200
+
+
+def test_a_grid_is_sized_by_arithmetic_and_capped():
+    from hpo.spec import MAX_GRID_POINTS, IntParam
+
+    # 10**12 + 1 values: listing them would take terabytes, so only arithmetic can answer
+    trillion = make_spec(
+        algorithm={"name": "grid"}, search_space={"n": {"type": "int", "low": 0, "high": 10**12}}
+    )
+    with pytest.raises(InvalidSpec) as info:
+        parse_spec(trillion)
+    assert "search_space: grid search over this space has 1,000,000,000,001 points" in str(
+        info.value
+    )
+    assert f"the limit is {MAX_GRID_POINTS:,}; use a coarser 'step'" in str(info.value)
+    at_limit = make_spec(
+        algorithm={"name": "grid", "seed": 2**32 - 1},
+        search_space={
+            "a": {"type": "int", "low": 1, "high": 1000},
+            "b": {"type": "float", "low": 0.0, "high": 0.999, "step": 0.001},
+        },
+    )
+    assert grid_size(parse_spec(at_limit).space) == MAX_GRID_POINTS
+    huge = {"a": IntParam(type="int", low=0, high=10**15), "b": IntParam(type="int", low=0, high=9)}
+    assert grid_size(huge) == (10**15 + 1) * 10
+    with pytest.raises(ValueError, match="over the limit"):
+        grid_points(huge)
+    with pytest.raises(ValueError, match="more than a grid may list"):
+        huge["a"].grid_values()
+
+
+def test_a_grid_seed_must_suit_numpy():
+    grid = {"name": "grid", "seed": -1}
+    with pytest.raises(InvalidSpec, match=r"algorithm.seed is -1, but grid search needs 0 <= seed"):
+        parse_spec(make_spec(algorithm=grid, search_space="transformer-grid"))
+    assert parse_spec(make_spec(algorithm={"name": "random", "seed": -1})).algorithm.seed == -1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"name": "alpha\n"}, "name: must not contain control characters (got 'alpha\\n')"),
+        ({"name": "al\x00pha"}, "name: must not contain control characters"),
+        ({"objective": {"metric": "acc\n"}}, "objective.metric: must not contain control"),
+        ({"workload": {"name": "external\x00"}}, "workload.name: must not contain control"),
+        (
+            {"search_space": {"x\n": {"type": "float", "low": 0, "high": 1}}},
+            "parameter name 'x\\n' is not allowed",
+        ),
+    ],
+)
+def test_names_end_where_they_seem_to(overrides, message):
+    # a regex `match` with `$` let "alpha\n" through: `$` matches before a final newline
+    with pytest.raises(InvalidSpec) as info:
+        parse_spec(make_spec(**overrides))
+    assert message in info.value.message

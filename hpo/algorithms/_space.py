@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from optuna.distributions import (
@@ -11,7 +12,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from ..spec import CategoricalParam, FloatParam, IntParam
+from ..spec import MAX_GRID_POINTS, CategoricalParam, FloatParam, IntParam
 
 Space = dict[str, FloatParam | IntParam | CategoricalParam]
 
@@ -34,7 +35,11 @@ def distributions(space: Space, *, grid: bool = False) -> dict[str, BaseDistribu
 
 
 def grid_points(space: Space) -> dict[str, list[Any]]:
-    """The value list of every parameter; raises ValueError for a continuous one."""
+    """The value list of every parameter; raises ValueError for a continuous one, or for a grid
+    over ``MAX_GRID_POINTS`` (the spec refuses those, so only a hand-built space gets here)."""
+    size = grid_size(space)
+    if size > MAX_GRID_POINTS:
+        raise ValueError(f"a grid of {size:,} points is over the limit of {MAX_GRID_POINTS:,}")
     points: dict[str, list[Any]] = {}
     for name, param in space.items():
         values = param.grid_values()
@@ -45,10 +50,14 @@ def grid_points(space: Space) -> dict[str, list[Any]]:
 
 
 def grid_size(space: Space) -> int:
-    size = 1
-    for values in grid_points(space).values():
-        size *= len(values)
-    return size
+    """The number of points of the grid over ``space``, computed without listing them."""
+    counts = []
+    for name, param in space.items():
+        count = param.grid_count()
+        if count is None:
+            raise ValueError(f"grid search needs a finite set of values for {name!r}")
+        counts.append(count)
+    return math.prod(counts)
 
 
 def clean_params(space: Space, params: dict[str, Any]) -> dict[str, Any]:
