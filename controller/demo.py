@@ -13,9 +13,11 @@ import time
 from datetime import datetime
 from typing import Any, TextIO
 
-from .client import Client, HPOClientError
-from .schemas import StudyPublic
-from .settings import Settings
+from hpo.client import Client, HPOClientError
+from hpo.schemas import StudyPublic
+from hpo.settings import Settings
+
+from .server import Controller
 
 
 def demo_spec(name: str, *, max_trials: int, max_epochs: int, gpus: float) -> dict[str, Any]:
@@ -77,8 +79,6 @@ def watch(client: Client, name: str, out: TextIO, *, interval: float = 0.5) -> S
 def run_demo(
     settings: Settings, *, max_trials: int, max_epochs: int, keep_serving: bool, out: TextIO
 ) -> int:
-    from ._controller import Controller
-
     controller = Controller(settings, log_level="warning")
     out.write("hpo demo: starting Ray ... ")
     out.flush()
