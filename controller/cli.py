@@ -13,6 +13,8 @@ from hpo.cli import add_command, database_error, safe_url, settings_from
 from hpo.cli import build_parser as core_parser
 from hpo.cli import main as run_cli
 
+from .logs import LEVELS, configure_logging
+
 __all__ = ["build_parser", "main"]
 
 
@@ -24,12 +26,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         dispatch=False if args.no_dispatch else None,
     )
+    configure_logging(args.log_level)
     from sqlalchemy.exc import SQLAlchemyError
 
     from .server import Controller
 
     try:
-        controller = Controller(settings)
+        controller = Controller(settings, log_level=args.log_level)
     except (SQLAlchemyError, ImportError) as exc:
         raise database_error(settings.database_url, exc) from None
     if settings.dispatch:
@@ -53,13 +56,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
         max_trials=args.max_trials,
         max_epochs=args.max_epochs,
         keep_serving=not args.exit,
+        log_level=args.log_level,
+    )
+
+
+def _log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default="info",
+        type=str.lower,
+        metavar="LEVEL",
+        help="what the controller logs to stderr: critical, error, warning, info (the default) "
+        "or debug, which adds a line for every request of hpo's own dispatcher and workers",
     )
 
 
 def add_controller_commands(
     sub: argparse._SubParsersAction, db_url: argparse.ArgumentParser
 ) -> None:
-    """``serve`` and ``demo``, with the flags they have always had."""
+    """``serve`` and ``demo``, with the flags they have always had plus ``--log-level``."""
     serve = add_command(
         sub, "serve", cmd_serve, "run the controller (REST API and Ray dispatcher)", [db_url]
     )
@@ -75,6 +91,7 @@ def add_controller_commands(
         action="store_true",
         help="serve the API only; run no trials on Ray (env HPO_DISPATCH=false)",
     )
+    _log_level(serve)
     demo = add_command(
         sub,
         "demo",
@@ -89,6 +106,7 @@ def add_controller_commands(
         "--max-epochs", type=int, default=9, help="epochs of a full trial (default %(default)s)"
     )
     demo.add_argument("--exit", action="store_true", help="stop serving once the study is done")
+    _log_level(demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -201,6 +202,21 @@ def test_serve_announces_its_address_database_and_docs(server: Server) -> None:
         f"hpo serving on {server.url} (database: {server.db_url}) — API docs at {server.url}/docs"
     )
     assert httpx.get(f"{server.url}/docs", timeout=5).status_code == 200
+
+
+def test_serve_logs_each_request_once_with_time_level_and_logger(server: Server) -> None:
+    httpx.get(f"{server.url}/healthz?from=test", timeout=5)
+    pattern = re.compile(
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO hpo\.access GET /healthz\?from=test 200 "
+        r"\d+\.\d ms$",
+        re.MULTILINE,
+    )
+    deadline = time.monotonic() + 5
+    while not pattern.search(server.log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = server.log.read_text()
+    assert pattern.search(log), log
+    assert "HTTP/1.1" not in log, "uvicorn's own access log should be off"
 
 
 def _head_revision() -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import ray
 import ray.exceptions
 
+import hpo
 from hpo.client import Client, HPOClientError
 from hpo.schemas import StudyPublic, TrialAssignment
 from hpo.workloads import BUILTIN as CATALOG
@@ -75,7 +76,9 @@ class Dispatcher:
         self.ray_address = ray_address
         self.poll_interval = poll_interval
         self.heartbeat_interval = max(heartbeat_timeout / 3, 0.2)
-        self.client = Client(self.controller_url, http=http)
+        self.client = Client(
+            self.controller_url, http=http, user_agent=f"hpo-dispatcher/{hpo.__version__}"
+        )
         self.inflight: dict[ray.ObjectRef, InFlight] = {}
         self._warned: set[str] = set()
         self._stop = threading.Event()
