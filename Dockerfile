@@ -16,6 +16,7 @@ COPY api ./api
 COPY search_spaces ./search_spaces
 COPY workers ./workers
 COPY dashboards ./dashboards
+COPY controller ./controller
 RUN pip install ".[workers,gp]" && rm -rf /build
 
 # Run as an unprivileged user; the working directory is where the default SQLite file

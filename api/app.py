@@ -13,6 +13,7 @@ from hpo.settings import Settings
 from hpo.storage import Database
 
 from . import errors
+from .access_log import AccessLogMiddleware
 from .background import Mirror, Reaper, warm_up
 from .routes import figures, meta, pages, studies, trials
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     errors.install(app)
     # figures and plotly.js compress 3-5x; the dashboard should open quickly on a slow link too
     app.add_middleware(GZipMiddleware, minimum_size=2048)
+    app.add_middleware(AccessLogMiddleware)  # outermost of ours: its duration includes gzip
     app.include_router(studies.router)
     app.include_router(trials.router)
     app.include_router(meta.router)

@@ -25,7 +25,7 @@ from hpo.client import Client  # noqa: E402
 
 
 def run_hpo(trials: int, epoch: float, parallelism: int) -> float:
-    from hpo._controller import Controller
+    from controller.server import Controller
     from hpo.settings import Settings
     from tests._servers import free_port
 

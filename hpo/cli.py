@@ -1,8 +1,13 @@
-"""The ``hpo`` command line: run the controller, migrate its database, manage studies.
+"""The core of the ``hpo`` command line: migrate the database, manage studies.
 
-``hpo serve`` and ``hpo db upgrade`` open the database; the ``hpo study`` commands talk to a
-running controller through :class:`hpo.client.Client`. FastAPI, uvicorn and the storage layer
-are imported inside the command that needs them, so ``import hpo`` and the client stay light.
+``hpo db upgrade`` opens the database; the ``hpo study`` commands talk to a running controller
+through :class:`hpo.client.Client`. The storage layer is imported inside the command that needs
+it, so ``import hpo`` and the client stay light.
+
+``hpo serve`` and ``hpo demo`` wire the API and the Ray workers together, which the core never
+imports (DESIGN.md); :mod:`controller.cli` adds them through :func:`build_parser`'s
+``add_commands`` and is the installed ``hpo`` command. Run alone (``python -m hpo``), this
+module offers ``db`` and ``study`` only.
 """
 
 from __future__ import annotations
@@ -32,15 +37,17 @@ class CLIError(Exception):
     """A user mistake the CLI reports as ``error: <message>`` and exit code 1."""
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
+    """``url`` with its password hidden, fit to print."""
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _database_error(url: str, exc: Exception) -> CLIError:
+def database_error(url: str, exc: Exception) -> CLIError:
+    """A one-line error for a database that cannot be opened; never echoes a password."""
     try:
-        shown = _safe_url(url)
+        shown = safe_url(url)
     except Exception:  # the URL itself is what is wrong; never echo a password
         shown = "(unparsable URL)"
     reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
@@ -52,7 +59,7 @@ def _database_error(url: str, exc: Exception) -> CLIError:
     return CLIError(f"cannot open database {shown}: {reason}")
 
 
-def _settings(**overrides: Any) -> Settings:
+def settings_from(**overrides: Any) -> Settings:
     """``HPO_*`` env vars, overridden by the flags that were given."""
     from pydantic import ValidationError
 
@@ -65,59 +72,19 @@ def _settings(**overrides: Any) -> Settings:
         raise CLIError(f"invalid settings: {format_validation_error(exc)}") from None
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    settings = _settings(
-        host=args.host,
-        port=args.port,
-        database_url=args.database_url,
-        ray_address=args.ray_address,
-        dispatch=False if args.no_dispatch else None,
-    )
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from ._controller import Controller
-
-    try:
-        controller = Controller(settings)
-    except (SQLAlchemyError, ImportError) as exc:
-        raise _database_error(settings.database_url, exc) from None
-    if settings.dispatch:
-        print("hpo: starting Ray ... ", end="", flush=True)
-        print(controller.start_ray(), flush=True)
-    print(
-        f"hpo serving on {controller.url} (database: {_safe_url(settings.database_url)}) "
-        f"— API docs at {controller.url}/docs",
-        flush=True,
-    )
-    controller.serve_forever()
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    settings = _settings(host=args.host, port=args.port, database_url=args.database_url)
-    from . import _demo
-
-    return _demo.main(
-        settings,
-        max_trials=args.max_trials,
-        max_epochs=args.max_epochs,
-        keep_serving=not args.exit,
-    )
-
-
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from .storage import Database
 
-    url = _settings(database_url=args.database_url).database_url
+    url = settings_from(database_url=args.database_url).database_url
     try:
         db = Database(url)
         revision = db.current_revision()
         db.dispose()
     except (SQLAlchemyError, ImportError) as exc:
-        raise _database_error(url, exc) from None
-    print(f"database {_safe_url(url)} is at revision {revision}")
+        raise database_error(url, exc) from None
+    print(f"database {safe_url(url)} is at revision {revision}")
     return 0
 
 
@@ -262,21 +229,35 @@ def _group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._S
     return parser.add_subparsers(title="commands", metavar="COMMAND")
 
 
-def _command(
+def add_command(
     sub: argparse._SubParsersAction,
     name: str,
     func: Callable[[argparse.Namespace], int],
     help: str,
     parents: list[argparse.ArgumentParser] | None = None,
 ) -> argparse.ArgumentParser:
+    """Add the subcommand ``name`` that runs ``func(args)`` and returns its exit code."""
     parser = sub.add_parser(name, help=help, description=help, parents=parents or [])
     parser.set_defaults(func=func)
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Adds commands to the top level; gets the subparsers and the shared ``--database-url`` flag
+#: (a parent parser). :mod:`controller.cli` adds ``serve`` and ``demo`` through it.
+AddCommands = Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]
+
+CORE_ONLY = (
+    "serve and demo run the controller, which this core command line does not include: "
+    "use the installed `hpo` command or `python -m controller`."
+)
+
+
+def build_parser(add_commands: AddCommands | None = None) -> argparse.ArgumentParser:
+    """The ``hpo`` parser: ``add_commands``' commands first, then ``db`` and ``study``."""
     parser = argparse.ArgumentParser(
-        prog="hpo", description="Hyperparameter optimization service: controller and studies."
+        prog="hpo",
+        description="Hyperparameter optimization service: controller and studies.",
+        epilog=None if add_commands else CORE_ONLY,
     )
     parser.set_defaults(func=None, parser=parser)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -286,37 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="SQLAlchemy database URL (default: env HPO_DATABASE_URL, else sqlite:///hpo.db)",
     )
-    serve = _command(
-        sub, "serve", cmd_serve, "run the controller (REST API and Ray dispatcher)", [db_url]
-    )
-    serve.add_argument("--host", help="address to bind (default: env HPO_HOST, else 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default: env HPO_PORT, else 8000)")
-    serve.add_argument(
-        "--ray-address",
-        metavar="ADDRESS",
-        help="join this Ray cluster (default: env HPO_RAY_ADDRESS, else start a local Ray)",
-    )
-    serve.add_argument(
-        "--no-dispatch",
-        action="store_true",
-        help="serve the API only; run no trials on Ray (env HPO_DISPATCH=false)",
-    )
-    demo = _command(
-        sub,
-        "demo",
-        cmd_demo,
-        "run the service on the embedded default and an ASHA study of a ViT on digits",
-        [db_url],
-    )
-    demo.add_argument("--host", help="address to bind (default: env HPO_HOST, else 127.0.0.1)")
-    demo.add_argument("--port", type=int, help="port (default: env HPO_PORT, else 8000)")
-    demo.add_argument("--max-trials", type=int, default=27, help="trials (default %(default)s)")
-    demo.add_argument(
-        "--max-epochs", type=int, default=9, help="epochs of a full trial (default %(default)s)"
-    )
-    demo.add_argument("--exit", action="store_true", help="stop serving once the study is done")
+    if add_commands is not None:
+        add_commands(sub, db_url)
     db = _group(sub, "db", "manage the database schema")
-    _command(db, "upgrade", cmd_db_upgrade, "migrate to the current schema", [db_url])
+    add_command(db, "upgrade", cmd_db_upgrade, "migrate to the current schema", [db_url])
 
     url = argparse.ArgumentParser(add_help=False)
     url.add_argument(
@@ -327,23 +281,28 @@ def build_parser() -> argparse.ArgumentParser:
     ref = argparse.ArgumentParser(add_help=False, parents=[url])
     ref.add_argument("study", metavar="NAME", help="the study's name (or numeric id)")
     study = _group(sub, "study", "create, inspect, cancel and delete studies on a controller")
-    create = _command(study, "create", cmd_study_create, "create a study from a YAML spec", [url])
+    create = add_command(
+        study, "create", cmd_study_create, "create a study from a YAML spec", [url]
+    )
     create.add_argument("file", metavar="FILE", help="YAML file holding the study spec")
-    listing = _command(study, "list", cmd_study_list, "list studies, newest first", [url])
+    listing = add_command(study, "list", cmd_study_list, "list studies, newest first", [url])
     listing.add_argument("--status", choices=STATUSES, help="only studies with this status")
-    show = _command(study, "show", cmd_study_show, "show a study's status, trials and best", [ref])
+    show = add_command(
+        study, "show", cmd_study_show, "show a study's status, trials and best", [ref]
+    )
     show.add_argument("--json", action="store_true", help="print the study as JSON")
-    best = _command(study, "best", cmd_study_best, "the best trial and its parameters", [ref])
+    best = add_command(study, "best", cmd_study_best, "the best trial and its parameters", [ref])
     best.add_argument("--json", action="store_true", help="print only the parameters, as JSON")
-    _command(study, "cancel", cmd_study_cancel, "stop handing out trials of a study", [ref])
-    delete = _command(study, "delete", cmd_study_delete, "delete a study and its trials", [ref])
+    add_command(study, "cancel", cmd_study_cancel, "stop handing out trials of a study", [ref])
+    delete = add_command(study, "delete", cmd_study_delete, "delete a study and its trials", [ref])
     delete.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``hpo`` command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run the command line (by default the core one: ``db`` and ``study``); returns the exit
+    code. Errors a user can fix are printed as one ``error: ...`` line, exit code 1."""
+    args = (parser or build_parser()).parse_args(argv)
     if args.func is None:
         args.parser.print_help(sys.stderr)
         return 2

@@ -1,10 +1,12 @@
 """The ``hpo`` command line against a real controller: ``hpo serve`` runs as a subprocess on a
-SQLite file, and the commands run in-process through ``main([...])``."""
+SQLite file (``python -m controller``, what the console script runs), and the commands run
+in-process through ``main([...])``."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -16,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hpo.cli import main
+from controller.cli import main
 from hpo.client import Client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +51,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     url = f"http://127.0.0.1:{port}"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hpo", "serve", "--port", str(port), "--database-url", db_url],
+            [
+                sys.executable,
+                "-m",
+                "controller",
+                "serve",
+                "--port",
+                str(port),
+                "--database-url",
+                db_url,
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=tmp,
@@ -115,15 +126,43 @@ def create(capsys: pytest.CaptureFixture[str], server: Server, tmp_path: Path, n
 
 def test_module_help_lists_the_subcommands() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "hpo", "--help"],
+        [sys.executable, "-m", "controller", "--help"],
         capture_output=True,
         text=True,
         env=_env(),
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    for command in ("serve", "db", "study"):
-        assert command in result.stdout
+    listed = [line.split()[0] for line in result.stdout.split("COMMAND\n", 1)[1].splitlines()]
+    assert [c for c in listed if c in ("serve", "demo", "db", "study")] == [
+        "serve",
+        "demo",
+        "db",
+        "study",
+    ]
+
+
+def test_the_core_command_line_points_to_serve_and_demo() -> None:
+    """``python -m hpo`` is the core alone: no serve or demo, and it says where they are."""
+    help_run = subprocess.run(
+        [sys.executable, "-m", "hpo", "--help"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert help_run.returncode == 0, help_run.stderr
+    assert "study" in help_run.stdout and "python -m controller" in help_run.stdout
+    serve = subprocess.run(
+        [sys.executable, "-m", "hpo", "serve"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert serve.returncode == 2
+    assert serve.stderr.startswith("error: `serve` is not part of the core command line")
+    assert "hpo serve" in serve.stderr and "python -m controller serve" in serve.stderr
 
 
 def test_no_arguments_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -144,7 +183,8 @@ def test_study_commands_are_listed_in_help(capsys: pytest.CaptureFixture[str]) -
 def test_importing_hpo_and_its_cli_loads_no_web_server_or_heavy_module() -> None:
     heavy = ["fastapi", "uvicorn", "ray", "torch", "transformers", "plotly"]
     code = (
-        f"import sys, hpo, hpo.cli, hpo.client; print([m for m in {heavy!r} if m in sys.modules])"
+        "import sys, hpo, hpo.cli, hpo.client, controller.cli; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60
@@ -162,6 +202,21 @@ def test_serve_announces_its_address_database_and_docs(server: Server) -> None:
         f"hpo serving on {server.url} (database: {server.db_url}) — API docs at {server.url}/docs"
     )
     assert httpx.get(f"{server.url}/docs", timeout=5).status_code == 200
+
+
+def test_serve_logs_each_request_once_with_time_level_and_logger(server: Server) -> None:
+    httpx.get(f"{server.url}/healthz?from=test", timeout=5)
+    pattern = re.compile(
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO hpo\.access GET /healthz\?from=test 200 "
+        r"\d+\.\d ms$",
+        re.MULTILINE,
+    )
+    deadline = time.monotonic() + 5
+    while not pattern.search(server.log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = server.log.read_text()
+    assert pattern.search(log), log
+    assert "HTTP/1.1" not in log, "uvicorn's own access log should be off"
 
 
 def _head_revision() -> str:

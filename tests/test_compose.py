@@ -194,7 +194,7 @@ def test_the_image_runs_a_real_hpo_command_with_real_flags(
     words = _hpo_command(_service(compose, "controller"))
     subcommand, flags = words[0], [w.split("=", 1)[0] for w in words[1:] if w.startswith("--")]
     result = subprocess.run(
-        [sys.executable, "-m", "hpo", subcommand, "--help"],
+        [sys.executable, "-m", "controller", subcommand, "--help"],
         capture_output=True,
         text=True,
         cwd=ROOT,

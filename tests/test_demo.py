@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests._servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_runs_to_the_end_and_prints_the_best_configuration(tmp_path):
     port = free_port()
+    pp = os.environ.get("PYTHONPATH")
     result = subprocess.run(
         [
             sys.executable,
             "-m",
-            "hpo",
+            "controller",
             "demo",
             "--exit",
             "--port",
@@ -26,6 +31,7 @@ def test_demo_runs_to_the_end_and_prints_the_best_configuration(tmp_path):
             "3",
         ],
         cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), pp]))},
         capture_output=True,
         text=True,
         timeout=600,

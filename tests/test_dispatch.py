@@ -3,6 +3,7 @@ for, retries lost workers, and stops them on cancel. A local Ray with two declar
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -238,3 +239,53 @@ def test_a_study_too_big_for_the_cluster_waits_and_says_why(live, caplog):
     assert study["n_trials"] == 0 and study["status"] == "running"
     warnings = [r.getMessage() for r in caplog.records if "too-big" in r.getMessage()]
     assert len(warnings) == 1 and "asks for 4 GPUs" in warnings[0] and "has 2 GPUs" in warnings[0]
+
+
+class _Requests(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def by(self, agent: str) -> list[logging.LogRecord]:
+        return [r for r in self.records if getattr(r, "user_agent", "").startswith(agent)]
+
+
+@pytest.fixture
+def access_log():
+    """Every request the controller logs on ``hpo.access``, its DEBUG lines included."""
+    logger = logging.getLogger("hpo.access")
+    handler, level = _Requests(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_the_dispatcher_asks_only_when_an_ask_can_succeed_and_its_polls_stay_quiet(
+    live, access_log
+):
+    spec = synthetic_study("quiet", budget={"max_trials": 5, "max_epochs": 2, "parallelism": 4})
+    assert live.api("POST", "/api/v1/studies", json=spec).status_code == 201
+    study = live.wait_for("quiet")
+    time.sleep(1)  # a few more polls after the end
+    assert study["trial_counts"]["completed"] == 5
+
+    dispatcher = access_log.by("hpo-dispatcher/")
+    asks = [r for r in dispatcher if r.method == "POST" and r.path.endswith("/trials")]
+    assert [r.status for r in asks] == [201] * 5, "every ask of the dispatcher handed out a trial"
+    assert not [r for r in dispatcher if r.status == 409]
+    polls = [r for r in dispatcher if r.path.startswith("/api/v1/studies?status=running")]
+    assert len(polls) >= 5
+    workers = access_log.by("hpo-worker/")
+    assert {r.path.rsplit("/", 1)[-1] for r in workers} >= {"heartbeat", "reports", "complete"}
+    assert {r.levelno for r in dispatcher + workers} == {logging.DEBUG}, (
+        "hpo's own polls and protocol calls must not show at the default level, INFO"
+    )
+    # and an ordinary caller's request is an INFO line
+    live.api("GET", "/api/v1/studies/quiet")
+    mine = [r for r in access_log.records if r.path == "/api/v1/studies/quiet"]
+    assert [r.levelno for r in mine][-1:] == [logging.INFO]

@@ -16,11 +16,13 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import ray
 import ray.exceptions
 
+import hpo
 from hpo.client import Client, HPOClientError
 from hpo.schemas import StudyPublic, TrialAssignment
 from hpo.workloads import BUILTIN as CATALOG
@@ -46,6 +48,24 @@ class InFlight:
 
 def trial_seed(study_seed: int | None, number: int) -> int:
     return ((study_seed or 0) * 1_000_003 + number) % (2**31)
+
+
+def asks_left(study: StudyPublic, now: datetime) -> int | None:
+    """How many asks of ``study`` can succeed now, by what the listing says (``None``: no
+    limit): the retries waiting for a worker plus the trials the budget has not handed out,
+    none once the study's wall-clock budget is spent (the controller closes it then).
+
+    Asking beyond that only earns a 409, a wasted transaction, and a line in the log.
+    """
+    limit = study.spec.budget.max_wall_seconds
+    created = study.created_at
+    if created.tzinfo is None:  # the controller speaks UTC
+        created = created.replace(tzinfo=timezone.utc)
+    if limit is not None and (now - created).total_seconds() >= limit:
+        return 0
+    if study.size is None:
+        return None
+    return max(study.size - study.n_trials, 0) + study.trial_counts.get("pending", 0)
 
 
 class Dispatcher:
@@ -75,7 +95,9 @@ class Dispatcher:
         self.ray_address = ray_address
         self.poll_interval = poll_interval
         self.heartbeat_interval = max(heartbeat_timeout / 3, 0.2)
-        self.client = Client(self.controller_url, http=http)
+        self.client = Client(
+            self.controller_url, http=http, user_agent=f"hpo-dispatcher/{hpo.__version__}"
+        )
         self.inflight: dict[ray.ObjectRef, InFlight] = {}
         self._warned: set[str] = set()
         self._stop = threading.Event()
@@ -133,14 +155,15 @@ class Dispatcher:
         res = study.spec.resources
         if not self._can_ever_fit(study):
             return
-        live = study.trial_counts.get("running", 0)
-        for _ in range(study.spec.budget.parallelism - live):
+        slots = study.spec.budget.parallelism - study.trial_counts.get("running", 0)
+        left = asks_left(study, datetime.now(timezone.utc))
+        for _ in range(slots if left is None else min(slots, left)):
             if not self._fits(res.gpus_per_trial, res.cpus_per_trial):
                 return
             try:
                 assignment = self.client.ask(study.name, worker="dispatcher")
             except HPOClientError as exc:
-                if exc.status_code == 409:  # budget used up, or the study just ended
+                if exc.status_code == 409:  # the study ended, or another asker took the rest
                     return
                 raise
             self._launch(study, assignment.assignment)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import hpo
 from hpo.client import Client, HPOClientError, Trial
 from hpo.schemas import TrialAssignment
 
@@ -116,7 +117,7 @@ def _call(train: Callable[..., Any], params: dict[str, Any], reporter: Any, **ex
 
 def run(job: TrialJob) -> str:
     """Run one attempt to its end; returns ``completed``, ``stopped`` or ``failed``."""
-    client = Client(job.controller_url, timeout=60)
+    client = Client(job.controller_url, timeout=60, user_agent=f"hpo-worker/{hpo.__version__}")
     trial = client.attach(job.assignment)
     reporter = ProtocolReporter(trial, job.patience)
     where = f"{socket.gethostname()}:{os.getpid()}"

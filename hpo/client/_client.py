@@ -1,12 +1,23 @@
-"""The Python client: studies, results and the trial protocol over REST (httpx)."""
+"""The Python client: studies, results and the trial protocol over REST (httpx).
+
+A request whose connection fails is tried up to :data:`RETRIES` more times, as far as that is
+safe: a server under load may close a reused keep-alive connection just as a request goes out
+on it. Reads, deletes, study cancel and the trial protocol's report, heartbeat, complete and
+fail are idempotent on the server (a repeated report, complete or fail answers like the first),
+so they are re-sent after any connection failure. ``ask`` and ``create_study`` are not: a
+second ask would hand out a second trial, so they are re-sent only when the request certainly
+never left (the connection could not be opened).
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from .. import __version__
 from ..schemas import (
     BestTrial,
     Page,
@@ -16,6 +27,16 @@ from ..schemas import (
     TrialPublic,
 )
 from ..spec import StudySpec, load_spec
+
+#: how many more times a request is sent after its connection failed
+RETRIES = 2
+#: seconds to wait before each retry
+BACKOFF = (0.1, 0.5)
+#: the request never reached the server: safe to send again whatever it was
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+#: the connection broke while sending or before the answer: safe to repeat idempotent calls
+DROPPED = (*NOT_SENT, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 
 
 class HPOClientError(Exception):
@@ -38,6 +59,9 @@ class Client:
             trial tokens are handled per trial by :meth:`ask`).
         timeout: seconds per request.
         http: an httpx client to use instead of building one (tests pass the app's).
+        user_agent: how this client introduces itself; hpo's own components say who they are
+            (``hpo-dispatcher/...``, ``hpo-worker/...``) so that the controller can log their
+            routine calls more quietly than everyone else's.
 
     Example::
 
@@ -59,10 +83,12 @@ class Client:
         *,
         timeout: float = 30.0,
         http: httpx.Client | None = None,
+        user_agent: str = f"hpo-client/{__version__}",
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = http or httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
         self.base_url = str(self._http.base_url)
+        self.user_agent = user_agent
 
     def close(self) -> None:
         self._http.close()
@@ -73,24 +99,52 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise HPOClientError(
-                0,
-                f"cannot reach the hpo controller at {self.base_url} ({exc}); is `hpo serve` "
-                "running there?",
-                method=method,
-                url=path,
-            ) from exc
-        if response.status_code >= 400:
+    def _request(
+        self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any
+    ) -> Any:
+        """Send one request, retrying a dropped connection where that is safe.
+
+        ``idempotent``: whether sending the request twice does what sending it once does; by
+        default true for GET, HEAD and DELETE.
+        """
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT_METHODS
+        kwargs["headers"] = {"User-Agent": self.user_agent, **kwargs.get("headers", {})}
+        retryable = DROPPED if idempotent else NOT_SENT
+        delivered = False  # whether an earlier try may have reached the server
+        for attempt in range(RETRIES + 1):
+            if attempt:
+                time.sleep(BACKOFF[min(attempt, len(BACKOFF)) - 1])
             try:
-                message = response.json().get("detail", response.text)
-            except ValueError:
-                message = response.text
-            raise HPOClientError(response.status_code, str(message), method=method, url=path)
-        return response.json() if response.content else None
+                response = self._http.request(method, path, **kwargs)
+            except retryable as exc:
+                error: Exception = exc
+                delivered = delivered or not isinstance(exc, NOT_SENT)
+                continue
+            except DROPPED as exc:
+                raise HPOClientError(
+                    0,
+                    f"the connection to the hpo controller at {self.base_url} broke before it "
+                    f"answered {method} {path} ({type(exc).__name__}: {exc}); the request may "
+                    "have been carried out, so it was not sent again",
+                    method=method,
+                    url=path,
+                ) from exc
+            except httpx.TransportError as exc:
+                raise self._unreachable(method, path, exc) from exc
+            if delivered and method == "DELETE" and response.status_code == 404:
+                return None  # an earlier try deleted it; only its answer was lost
+            return _answer(response, method, path)
+        raise self._unreachable(method, path, error) from error
+
+    def _unreachable(self, method: str, path: str, exc: Exception) -> HPOClientError:
+        return HPOClientError(
+            0,
+            f"cannot reach the hpo controller at {self.base_url} ({exc}); is `hpo serve` "
+            "running there?",
+            method=method,
+            url=path,
+        )
 
     # studies
     def create_study(self, spec: StudySpec | dict[str, Any] | str | Path) -> StudyPublic:
@@ -114,7 +168,9 @@ class Client:
         return _all_pages(self, "/api/v1/studies", params, StudyPublic)
 
     def cancel_study(self, study: str | int) -> StudyPublic:
-        return StudyPublic.model_validate(self._request("POST", f"/api/v1/studies/{study}/cancel"))
+        return StudyPublic.model_validate(
+            self._request("POST", f"/api/v1/studies/{study}/cancel", idempotent=True)
+        )
 
     def delete_study(self, study: str | int) -> None:
         self._request("DELETE", f"/api/v1/studies/{study}")
@@ -166,9 +222,11 @@ class Trial:
         return f"Trial(study={self.study!r}, number={self.number}, params={self.params!r})"
 
     def _post(self, action: str, body: dict[str, Any]) -> Any:
+        # the server answers a repeated report, heartbeat, complete or fail like the first one
         return self._client._request(
             "POST",
             f"/api/v1/studies/{self.study}/trials/{self.number}/{action}",
+            idempotent=True,
             json=body,
             headers={"Authorization": f"Bearer {self._token}"},
         )
@@ -197,6 +255,16 @@ class Trial:
         ``node_lost`` mean the infrastructure failed, and the controller retries the trial.
         """
         return TrialDetail.model_validate(self._post("fail", {"reason": reason, "kind": kind}))
+
+
+def _answer(response: httpx.Response, method: str, path: str) -> Any:
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("detail", response.text)
+        except ValueError:
+            message = response.text
+        raise HPOClientError(response.status_code, str(message), method=method, url=path)
+    return response.json() if response.content else None
 
 
 def _all_pages(client: Client, path: str, params: dict[str, Any], model: Any) -> list[Any]:

@@ -1,7 +1,8 @@
 """The controller process: the REST API (uvicorn) plus the Ray dispatcher.
 
-Used by ``hpo serve`` and ``hpo demo``. FastAPI, uvicorn, Ray and the workers are imported
-here, inside functions, so that ``import hpo`` stays light.
+Used by ``hpo serve`` and ``hpo demo``. This is the one place that knows the API, the workers
+and the core together (DESIGN.md); Ray is imported where it is first needed, so that
+``hpo --help`` stays quick.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import threading
 import time
 from typing import Any
 
-from .settings import Settings
+import uvicorn
+
+import api
+from hpo.settings import Settings
 
 
 def local_url(settings: Settings) -> str:
@@ -25,18 +29,26 @@ def local_url(settings: Settings) -> str:
 
 
 class Controller:
-    """The API server and, with ``settings.dispatch``, the dispatcher that runs trials on Ray."""
+    """The API server and, with ``settings.dispatch``, the dispatcher that runs trials on Ray.
+
+    ``log_level`` is uvicorn's own (startup, errors). Uvicorn's access log is off: the app logs
+    each request on ``hpo.access`` (:mod:`api.access_log`), quieter for hpo's own components.
+    Handlers and formats are the caller's (:func:`controller.logs.configure_logging`).
+    """
 
     def __init__(self, settings: Settings, *, log_level: str = "info") -> None:
-        import uvicorn
-
-        import api
-
         self.settings = settings
         self.url = local_url(settings)
         self.app = api.create_app(settings)
         self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host=settings.host, port=settings.port, log_level=log_level)
+            uvicorn.Config(
+                self.app,
+                host=settings.host,
+                port=settings.port,
+                log_level=log_level,
+                log_config=None,
+                access_log=False,
+            )
         )
         self.dispatcher: Any = None
         self._thread: threading.Thread | None = None

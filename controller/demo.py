@@ -8,14 +8,20 @@ shows a live progress line, prints the best configuration, and keeps serving.
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import threading
 import time
 from datetime import datetime
 from typing import Any, TextIO
 
-from .client import Client, HPOClientError
-from .schemas import StudyPublic
-from .settings import Settings
+import hpo
+from hpo.client import Client, HPOClientError
+from hpo.schemas import StudyPublic
+from hpo.settings import Settings
+
+from .logs import configure_logging
+from .server import Controller
 
 
 def demo_spec(name: str, *, max_trials: int, max_epochs: int, gpus: float) -> dict[str, Any]:
@@ -53,32 +59,87 @@ def progress_line(study: StudyPublic, elapsed: float) -> str:
     )
 
 
-def watch(client: Client, name: str, out: TextIO, *, interval: float = 0.5) -> StudyPublic:
+class ProgressLine:
+    """The live progress line: redrawn in place on a terminal, one line per change in a log.
+
+    Log lines go to their own stream; on a terminal :meth:`above` wipes the progress line first
+    and redraws it after, so that log lines scroll past above it instead of breaking it up.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.text = ""
+        self._lock = threading.RLock()
+
+    def show(self, line: str) -> None:
+        with self._lock:
+            if self.tty:
+                self.out.write("\r" + line.ljust(len(self.text)))
+            elif line.split("  ")[:-1] != self.text.split("  ")[:-1]:  # only when it changed
+                self.out.write(line + "\n")
+            self.out.flush()
+            self.text = line
+
+    def end(self) -> None:
+        """Leave the last state on screen; from now on log lines need no care."""
+        with self._lock:
+            if self.tty and self.text:
+                self.out.write("\n")
+                self.out.flush()
+            self.text = ""
+
+    def above(self, write: Any) -> None:
+        """Call ``write()`` (which prints a log line) with the progress line out of its way."""
+        with self._lock:
+            drawn = self.tty and self.text
+            if drawn:
+                self.out.write("\r\033[K")
+                self.out.flush()
+            write()
+            if drawn:
+                self.out.write(self.text)
+                self.out.flush()
+
+
+class _AboveProgress(logging.StreamHandler):
+    """A log handler that keeps clear of the progress line."""
+
+    def __init__(self, progress: ProgressLine, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.progress.above(lambda: super(_AboveProgress, self).emit(record))
+
+
+def watch(
+    client: Client, name: str, progress: ProgressLine, *, interval: float = 0.5
+) -> StudyPublic:
     """Redraw the progress line until the study ends; returns the final study."""
     started = time.monotonic()
-    tty = out.isatty()
-    last = ""
     while True:
         study = client.get_study(name)
-        line = progress_line(study, time.monotonic() - started)
-        if tty:
-            out.write("\r" + line.ljust(len(last)))
-        elif line.split("  ")[:-1] != last.split("  ")[:-1]:  # a log: only when it changed
-            out.write(line + "\n")
-        out.flush()
-        last = line
+        progress.show(progress_line(study, time.monotonic() - started))
         if study.status != "running":
-            if tty:
-                out.write("\n")
+            progress.end()
             return study
         time.sleep(interval)
 
 
 def run_demo(
-    settings: Settings, *, max_trials: int, max_epochs: int, keep_serving: bool, out: TextIO
+    settings: Settings,
+    *,
+    max_trials: int,
+    max_epochs: int,
+    keep_serving: bool,
+    out: TextIO,
+    log_level: str = "info",
+    log_stream: TextIO | None = None,
 ) -> int:
-    from ._controller import Controller
-
+    progress = ProgressLine(out)
+    configure_logging(log_level, handler=_AboveProgress(progress, log_stream or sys.stderr))
+    # uvicorn's startup lines would only repeat what the demo prints itself
     controller = Controller(settings, log_level="warning")
     out.write("hpo demo: starting Ray ... ")
     out.flush()
@@ -89,7 +150,8 @@ def run_demo(
         import ray
 
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-        client = Client(controller.url)
+        # the progress line polls twice a second: hpo's own traffic, logged at debug
+        client = Client(controller.url, user_agent=f"hpo-demo/{hpo.__version__}")
         name = "digits-vit-asha-" + datetime.now().strftime("%Y%m%d-%H%M%S")
         client.create_study(
             demo_spec(name, max_trials=max_trials, max_epochs=max_epochs, gpus=gpus)
@@ -98,7 +160,7 @@ def run_demo(
             f"hpo demo: study {name!r}: ViT on digits, ASHA over {max_trials} trials of up "
             f"to {max_epochs} epochs, 2 at a time\n"
         )
-        study = watch(client, name, out)
+        study = watch(client, name, progress)
         _print_result(client, study, controller.url, out)
         if keep_serving:
             out.write("hpo demo: still serving; press Ctrl-C to stop\n")

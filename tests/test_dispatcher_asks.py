@@ -1,0 +1,52 @@
+"""What the dispatcher asks for, decided from the study listing alone (no Ray, no database)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from hpo.schemas import StudyPublic
+from hpo.spec import parse_spec
+from tests.conftest import make_spec
+from workers.dispatcher import asks_left
+
+NOW = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
+
+
+def study(*, size: int | None, handed_out: int, pending: int = 0, **budget: Any) -> StudyPublic:
+    spec = parse_spec(make_spec(budget={"max_trials": size, **budget}))
+    counts = dict.fromkeys(("running", "completed", "pruned", "failed", "cancelled"), 0)
+    return StudyPublic(
+        id=1,
+        name="s1",
+        status="running",
+        spec=spec,
+        created_at=NOW - timedelta(seconds=60),
+        updated_at=NOW,
+        size=size,
+        n_trials=handed_out,
+        trial_counts={**counts, "pending": pending},
+    )
+
+
+def test_asks_up_to_what_the_budget_has_not_handed_out():
+    assert asks_left(study(size=6, handed_out=2), NOW) == 4
+
+
+def test_a_fully_handed_out_study_is_not_asked_while_its_last_trials_run():
+    assert asks_left(study(size=6, handed_out=6), NOW) == 0
+
+
+def test_a_retry_waiting_for_a_worker_is_asked_for_even_when_the_budget_is_handed_out():
+    assert asks_left(study(size=6, handed_out=6, pending=2), NOW) == 2
+
+
+def test_an_unlimited_study_is_always_asked():
+    assert asks_left(study(size=None, handed_out=500), NOW) is None
+
+
+def test_a_study_out_of_time_is_not_asked():
+    assert asks_left(study(size=6, handed_out=1, max_wall_seconds=60), NOW) == 0
+    assert asks_left(study(size=6, handed_out=1, max_wall_seconds=61), NOW) == 5
+    out_of_time = study(size=None, handed_out=1, pending=1, max_wall_seconds=30)
+    assert asks_left(out_of_time, NOW) == 0, "the controller is about to close it"
