@@ -14,6 +14,7 @@ carrying the server's message. The tree::
     ├── StudyNotRunning      409  ask on a cancelled or completed study
     ├── TrialFinished        409  report/complete/fail on a trial that already ended
     ├── OutOfOrderReport     409  a report for a step at or before the last one reported
+    ├── StudyUnreadable      409  a study stored under older rules that its spec now breaks
     ├── Unauthorized         401  trial protocol call without a token
     └── Forbidden            403  trial protocol call with the wrong token
 
@@ -68,6 +69,12 @@ class TrialFinished(HPOError):
 
 
 class OutOfOrderReport(HPOError):
+    status_code = 409
+
+
+class StudyUnreadable(HPOError):
+    """A study whose stored spec breaks a rule added since it was created."""
+
     status_code = 409
 
 

@@ -6,14 +6,15 @@ import hashlib
 import re
 
 import optuna
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from .. import algorithms
-from .._errors import StudyNotFound, TrialNotFound
+from .._errors import StudyNotFound, StudyUnreadable, TrialNotFound
 from ..budget import study_size
-from ..spec import StudySpec
+from ..spec import StudySpec, format_validation_error
 from ..storage import Database, StudyRow, TrialRow
 from ..vocabulary import LIVE_TRIAL_STATES, TrialState
 
@@ -92,9 +93,19 @@ def find_trial(session: Session, study: StudyRow, number: int, *, lock: bool = F
 
 def spec_of(db: Database, study: StudyRow) -> StudySpec:
     """The study's spec, parsed once per study (a spec never changes)."""
-    return db.cache.get_or_build(
-        study.id, "spec", None, lambda: StudySpec.model_validate(study.spec)
-    )
+
+    def parse() -> StudySpec:
+        try:
+            return StudySpec.model_validate(study.spec)
+        except ValidationError as exc:
+            raise StudyUnreadable(
+                f"study {study.name!r} was created under older rules, and its stored spec "
+                f"breaks a current one ({format_validation_error(exc)}); its trials stay in "
+                "the database, but this version of hpo cannot run or show it: delete it, or "
+                "read it with the version that created it"
+            ) from None
+
+    return db.cache.get_or_build(study.id, "spec", None, parse)
 
 
 def size_of(spec: StudySpec) -> int | None:

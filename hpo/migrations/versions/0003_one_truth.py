@@ -152,11 +152,19 @@ def _carry_study(
     from hpo.budget import study_size
     from hpo.spec import StudySpec
 
-    parsed = StudySpec.model_validate(json.loads(spec) if isinstance(spec, str) else spec)
-    grid = algorithms.grid_size(parsed.space) if parsed.algorithm.name == "grid" else None
+    raw = json.loads(spec) if isinstance(spec, str) else spec
+    try:
+        parsed: Any = StudySpec.model_validate(raw)
+    except ValueError:
+        # stored under older, looser rules: carry its trials over as they are, and let the
+        # budget's max_trials (if any) stand for its size
+        parsed, size = None, (raw.get("budget") or {}).get("max_trials")
+    else:
+        grid = algorithms.grid_size(parsed.space) if parsed.algorithm.name == "grid" else None
+        size = study_size(parsed, grid)
     conn.execute(
         sa.text("UPDATE hpo_studies SET size = :size WHERE id = :id"),
-        {"size": study_size(parsed, grid), "id": study_id},
+        {"size": size, "id": study_id},
     )
     conn.execute(
         sa.text("INSERT INTO hpo_optuna_studies (study_id, optuna_study_id) VALUES (:s, :o)"),
@@ -176,7 +184,7 @@ def _carry_study(
     by_number: dict[int, list[Any]] = {}
     for run in runs:
         by_number.setdefault(run.trial_number, []).append(run)
-    plan = algorithms.halving_plan(parsed.algorithm, parsed.budget)
+    plan = algorithms.halving_plan(parsed.algorithm, parsed.budget) if parsed else None
     for number, attempts in by_number.items():
         trial = frozen.get(number)
         if trial is None:  # an attempt whose Optuna trial vanished: nothing to show for it
@@ -216,7 +224,9 @@ def _carry_trial(
             "s": study_id,
             "n": trial.number,
             "state": state,
-            "params": algorithms.clean_params(spec.space, dict(trial.params)),
+            "params": algorithms.clean_params(spec.space, dict(trial.params))
+            if spec is not None
+            else dict(trial.params),
             "value": value,
             "attempts": len(attempts),
             "latest": latest.id,
