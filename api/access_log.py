@@ -4,7 +4,8 @@ A pure ASGI middleware (Starlette's ``BaseHTTPMiddleware`` costs a task and a qu
 request). Ordinary callers are logged at INFO. hpo's own components, which poll and report many
 times a second (the dispatcher lists running studies twice a second, every worker heartbeats
 and reports), say who they are in their User-Agent and are logged at DEBUG; a server error
-(5xx) is a WARNING whoever asked, and an exception that escaped the app an ERROR.
+(5xx) is a WARNING whoever asked (but a 503 to our own components, which the database outage
+behind it already explains once), and an exception that escaped the app an ERROR.
 
 Each record also carries ``method``, ``path``, ``status``, ``duration_ms`` and ``user_agent``
 as attributes, for a structured handler.
@@ -65,7 +66,8 @@ def _printable(text: str) -> str:
 def _log(scope: Scope, status: int, started: float, level: int | None) -> None:
     agent = _user_agent(scope)
     if level is None:
-        if status >= 500:
+        if status >= 500 and not (status == 503 and agent.startswith(OWN_AGENTS)):
+            # a 503 to our own components means the database is away: said once elsewhere
             level = logging.WARNING
         elif agent.startswith(OWN_AGENTS):
             level = logging.DEBUG

@@ -73,12 +73,14 @@ class Reaper(_Loop):
         self.silent_since: datetime | None = None
 
     def tick(self) -> None:
+        # the first pass after an outage already counts silence from now
+        since = utcnow() if self._down_since is not None else self.silent_since
         try:
             ended = service.reap(
                 self._db,
                 heartbeat_timeout=self._timeout,
                 start_timeout=self._start_timeout,
-                silent_since=self.silent_since,
+                silent_since=since,
             )
         except UNAVAILABLE as exc:
             if self._down_since is None:
@@ -91,7 +93,7 @@ class Reaper(_Loop):
         if self._down_since is not None:
             down = time.monotonic() - self._down_since
             self._down_since = None
-            self.silent_since = utcnow()
+            self.silent_since = since
             log.warning("database reachable again after %.0f s; reaping resumes", down)
         if ended:
             log.info("reaper ended %d lost run(s) or finished studies", ended)

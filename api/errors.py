@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import optuna
 from fastapi import FastAPI, Request
@@ -65,8 +66,27 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
+class _OncePer:
+    """Says a thing at most once per ``seconds`` (an outage fails every request alike)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.last = seconds, -seconds
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
+
+
+_outage_note = _OncePer(30.0)
+
+
 async def _database_unreachable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("%s %s: database unreachable: %s", request.method, request.url.path, exc)
+    if _outage_note.due():
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        log.warning("database unreachable; answering 503 until it is back (%s)", reason)
     return unavailable(f"{request.method} {request.url.path}")
 
 

@@ -75,6 +75,10 @@ class ThrowawayPostgres:
                 "UTF8",
             ]
         )
+        self._start_server()
+        return self
+
+    def _start_server(self) -> None:
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
@@ -94,7 +98,16 @@ class ThrowawayPostgres:
                 "start",
             ]
         )
-        return self
+
+    def pause(self) -> None:
+        """Stop the server as an outage would (it refuses connections), keeping its data."""
+        self._run(
+            [shutil.which("pg_ctl") or "pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop"]
+        )
+
+    def resume(self) -> None:
+        """Start the paused server again on the same port, with the same data."""
+        self._start_server()
 
     def stop(self) -> None:
         if self.data.exists():

@@ -122,11 +122,17 @@ class Dispatcher:
         self.client.close()
 
     def _loop(self) -> None:
+        failing = False
         while not self._stop.is_set():
             try:
                 self.tick()
+                if failing:
+                    log.info("dispatcher resumed: the controller answers again")
+                failing = False
             except HPOClientError as exc:
-                log.warning("dispatcher pass skipped: %s", exc.message)
+                if not failing:  # once per outage, not twice a second
+                    log.warning("dispatcher paused, retrying quietly: %s", exc.message)
+                failing = True
             except Exception:
                 log.exception("dispatcher pass failed")
             self._wait()
