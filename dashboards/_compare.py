@@ -6,7 +6,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from hpo.schemas import TrialDetail, TrialPublic
+from hpo.schemas import RunPublic, TrialDetail, TrialPublic
+from hpo.vocabulary import TrialState
 
 from . import _style as s
 from ._style import ParamSpec
@@ -97,30 +98,53 @@ def compare_trials(
 def metric_curves(detail: TrialDetail, *, objective: str | None = None) -> dict[str, Figure]:
     """One small figure per metric the trial reported, x = step, for the trial's page.
 
+    A retried trial shows every attempt's curve: the earlier ones dashed and grey, named by
+    attempt and by how they ended, the latest in the colour of the trial's state.
+
     Args:
-        detail: the trial, with its reports.
+        detail: the trial, with its reports and its attempts' reports.
         objective: the objective's name, whose figure comes first; when not given, guessed
             from the trial's final metrics (a completed trial's tell).
 
     Returns:
-        Per metric, the objective first and the others by name, a one-line figure in the
-        colour of the trial's state; an empty dict when it has reported nothing yet.
+        Per metric, the objective first and the others by name; an empty dict when it has
+        reported nothing yet.
     """
+    attempts = [run for run in detail.runs if run.reports] or []
+    names = _metric_names(detail) | {n for run in attempts for r in run.reports for n in r.metrics}
     figures: dict[str, Figure] = {}
-    for metric in _objective_first(_metric_names(detail), objective or _guess_objective([detail])):
+    for metric in _objective_first(names, objective or _guess_objective([detail])):
+        traces = [_attempt_trace(run, metric) for run in attempts[:-1]]
         steps, values = _series(detail, metric)
-        trace = go.Scatter(
-            name=metric,
-            x=steps,
-            y=values,
-            mode="lines+markers",
-            line={"color": s.state_color(detail.state)},
-            marker={"size": 5},
-            hovertemplate=f"step = %{{x}}<br>{metric} = %{{y:.4g}}<extra></extra>",
+        name = f"attempt {detail.runs[-1].attempt}" if len(detail.runs) > 1 else metric
+        traces.append(
+            go.Scatter(
+                name=name,
+                x=steps,
+                y=values,
+                mode="lines+markers",
+                line={"color": s.state_color(detail.state)},
+                marker={"size": 5},
+                hovertemplate=f"{name}<br>step = %{{x}}<br>{metric} = %{{y:.4g}}<extra></extra>",
+            )
         )
         margin = {"l": 50, "r": 10, "t": 10, "b": 40}
-        figures[metric] = _curves_figure(metric, [trace], showlegend=False, margin=margin)
+        figures[metric] = _curves_figure(metric, traces, showlegend=len(traces) > 1, margin=margin)
     return figures
+
+
+def _attempt_trace(run: RunPublic, metric: str) -> go.Scatter:
+    points = [(r.step, r.metrics[metric]) for r in run.reports if metric in r.metrics]
+    name = f"attempt {run.attempt} ({run.failure_kind or run.state})"
+    return go.Scatter(
+        name=name,
+        x=[step for step, _ in points],
+        y=[value for _, value in points],
+        mode="lines+markers",
+        line={"color": s.state_color(TrialState.CANCELLED), "dash": "dash"},
+        marker={"size": 4},
+        hovertemplate=f"{name}<br>step = %{{x}}<br>{metric} = %{{y:.4g}}<extra></extra>",
+    )
 
 
 def study_progress(

@@ -57,6 +57,12 @@ def test_the_retry_is_judged_on_its_own_first_step(api, app):
     assert detail["attempts"] == row["attempts"] == 2
     assert [r["step"] for r in detail["reports"]] == [1]  # the latest attempt's
     assert [[r["step"] for r in run["reports"]] for run in detail["runs"]] == [[1, 2, 3, 4], [1]]
+    # the trial's page draws every attempt's curve
+    figure = api.get(f"/api/v1/studies/s1/trials/{first['number']}/figures").json()["acc"]
+    assert [(t["name"], t["x"]) for t in figure["data"]] == [
+        ("attempt 1 (crash)", [1, 2, 3, 4]),
+        ("attempt 2", [1]),
+    ]
     assert_whole(app.state.db, "s1")
     assert_mirrored(app.state.db, "s1")  # Optuna's trial holds {1: 0.1}, and is PRUNED
 
