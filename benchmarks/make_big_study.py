@@ -356,8 +356,8 @@ def mirror(db: Database, study_id: int, *, every: float = 1.0) -> float:
 def _expected(trial: FakeTrial, dists: dict[str, Any]) -> dict[str, Any]:
     """What Optuna should read of a trial: the fields of its ``FrozenTrial``."""
     last = trial.curve[-1]
-    attrs: dict[str, Any] = {"hpo_state": "completed" if trial.completed else "pruned"}
-    attrs["hpo_attempts"] = 1
+    state = "completed" if trial.completed else "pruned"
+    attrs: dict[str, Any] = {"hpo_state": state, "hpo_attempts": 1}
     if trial.completed:
         attrs["metrics"] = dict(last)
     return {
