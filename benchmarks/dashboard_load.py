@@ -9,11 +9,13 @@ revalidated with ``If-None-Match``/``If-Modified-Since``. Byte counts are bytes 
 
     python benchmarks/dashboard_load.py [--trials 10000] [--db URL] [--name big-study]
 
-Without ``--db`` the study is built in a temporary SQLite file (benchmarks/make_big_study.py);
-with ``--db`` an existing study of that name is reused, or built there. Ours runs under uvicorn
-in a thread; optuna-dashboard (``pip install optuna-dashboard``) under the threaded wsgiref
-server its CLI uses when gunicorn is absent. Requests our dashboard does not serve yet print
-"missing". Not a test: it prints figures and never fails on a timing.
+Without ``--db`` the study is built in a temporary SQLite file (benchmarks/make_big_study.py:
+our tables in bulk, then Optuna's through hpo's mirror); with ``--db`` an existing study of
+that name is reused (its mirror finished first, if a build was cut short), or built there.
+Optuna's id of the study, for optuna-dashboard's URLs, comes from Optuna's storage API. Ours
+runs under uvicorn in a thread; optuna-dashboard (``pip install optuna-dashboard``) under the
+threaded wsgiref server its CLI uses when gunicorn is absent. Requests our dashboard does not
+serve yet print "missing". Not a test: it prints figures and never fails on a timing.
 """
 
 from __future__ import annotations
@@ -38,10 +40,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import httpx  # noqa: E402
-from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from benchmarks.make_big_study import build  # noqa: E402
+from benchmarks.make_big_study import build, mirror  # noqa: E402
 from hpo import StudyNotFound, service  # noqa: E402
 from hpo.storage import Database  # noqa: E402
 
@@ -352,22 +353,22 @@ def verdict(ours: Side | None, peer: Side | None) -> str:
 
 
 def prepare(db_url: str | None, name: str, trials: int, tmp: str) -> tuple[str, int]:
-    """The database URL holding study ``name`` (built if absent) and Optuna's id of it."""
+    """The database URL holding study ``name`` (built if absent, its Optuna mirror finished if
+    a build was cut short) and Optuna's id of it."""
     url = db_url or f"sqlite:///{tmp}/dashboard-load.db"
     db = Database(url)
     try:
-        found = service.get_study(db, ref=name)
-        where = make_url(url).render_as_string(hide_password=True)
-        print(f"reusing study {name!r} ({found.n_trials:,} trials) at {where}")
-    except StudyNotFound:
-        started = time.perf_counter()
-        build(url, trials=trials, name=name)
-        print(f"built study {name!r} ({trials:,} trials) in {time.perf_counter() - started:.1f} s")
-    try:
-        with db.engine.connect() as conn:
-            optuna_id = conn.execute(
-                text("SELECT study_id FROM studies WHERE study_name = :name"), {"name": name}
-            ).scalar_one()
+        try:
+            found = service.get_study(db, ref=name)
+        except StudyNotFound:
+            big = build(url, trials=trials, name=name)
+            phases = ", ".join(f"{k} {v:.1f} s" for k, v in big.seconds.items())
+            print(f"built study {name!r} ({trials:,} trials): {phases}")
+        else:
+            where = make_url(url).render_as_string(hide_password=True)
+            print(f"reusing study {name!r} ({found.n_trials:,} trials) at {where}")
+            mirror(db, found.id)
+        optuna_id = db.optuna_storage.get_study_id_from_name(name)
     finally:
         db.dispose()
     return url, int(optuna_id)

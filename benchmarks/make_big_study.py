@@ -1,22 +1,24 @@
-"""Make a big finished study fast: N ASHA trials with per-epoch metrics, straight into a database.
+"""Make a big finished study fast: N ASHA trials with per-epoch metrics, then its Optuna mirror.
 
     python benchmarks/make_big_study.py [--db sqlite:///big.db] [--trials 10000] [--name big-study]
 
-The study itself is created through ``hpo.service.create_study`` (an ASHA study over the
+The study is created through ``hpo.service.create_study`` (an ASHA study over the
 ``transformer-small`` preset, objective ``val_accuracy``, 9 epochs, workload ``external``), so
-its spec and its Optuna study are exactly what the API makes. The trials then go in bulk,
-bypassing the trial protocol, in one transaction of SQLAlchemy Core ``executemany``: into
-Optuna's tables (trials, params, values, intermediate values, user attributes), the rows that
-``Study.add_trials`` writes, built with Optuna's own table definitions and value encodings;
-into ours, one run per trial and four metrics per epoch. ``add_trials`` itself makes about 35
-ORM queries and a commit per trial (~25 ms on SQLite, over 4 minutes for 10,000), so it is
-kept behind ``--via-optuna-api``; either way a few trials are read back through Optuna's
-storage and compared field by field with the templates ``add_trials`` takes.
+its spec is exactly what the API makes. Its trials then go into our tables only, in bulk and in
+one transaction (SQLAlchemy Core ``executemany``), bypassing the trial protocol but with the rows
+the protocol would leave: per trial one ``hpo_trials`` row (not yet mirrored), one run, four
+metrics per epoch and the values at the ASHA rungs it reached; the study ends completed. Then
+the real mirror, ``hpo.service.sync_optuna``, writes Optuna's tables from ours through Optuna's
+public storage API (one ``create_new_trial`` per trial, so this is most of the time: a progress
+line on stderr tells how far it got), and every trial is read back with ``optuna.load_study``
+and compared field by field with what was generated.
+
 Trials are ranked by a noisy score of their parameters: the best third run all 9 epochs and
 complete, the middle third are pruned at epoch 3 and the rest at epoch 1, as ASHA (eta 3)
 would. Timestamps follow 8 trials running side by side.
 
-Importable: ``build(url, trials=..., name=...)`` returns a :class:`BigStudy`; ``check`` reads it
+Importable: ``build(url, trials=..., name=...)`` returns a :class:`BigStudy`; ``mirror`` finishes
+the Optuna mirror of a study (a build cut short while mirroring, say); ``check`` reads the study
 back through ``hpo.service`` and Optuna.
 """
 
@@ -24,11 +26,11 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import math
 import os
 import random
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,14 +40,12 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import optuna  # noqa: E402
-from optuna.distributions import distribution_to_json  # noqa: E402
-from optuna.storages._rdb import models  # noqa: E402  (Optuna's table definitions)
 from optuna.trial import TrialState  # noqa: E402
-from sqlalchemy import Connection, insert, select, text, update  # noqa: E402
+from sqlalchemy import Connection, Select, func, insert, null, select, update  # noqa: E402
 
 from hpo import algorithms, parse_spec, service  # noqa: E402
 from hpo.spec import CategoricalParam, FloatParam, IntParam, StudySpec  # noqa: E402
-from hpo.storage import Database, MetricRow, RunRow, StudyRow  # noqa: E402
+from hpo.storage import Database, MetricRow, RungRow, RunRow, StudyRow, TrialRow  # noqa: E402
 
 MAX_EPOCHS = 9
 #: ASHA rungs with grace period 1 and reduction factor 3 below 9 epochs
@@ -53,6 +53,9 @@ RUNGS = (1, 3)
 PARALLELISM = 8
 METRICS = ("val_accuracy", "val_loss", "train_loss", "epoch_seconds")
 _CHUNK = 20_000  # metric rows per executemany
+#: a mirror pass claims a study for 120 s; a pass that died (a build cut short) leaves its
+#: claim behind, and the next one waits that long for it
+MIRROR_WAIT_S = 150.0
 
 
 @dataclass(frozen=True)
@@ -165,125 +168,36 @@ def fake_trials(spec: StudySpec, n: int, *, seed: int = 0) -> list[FakeTrial]:
     return trials
 
 
-def _frozen(trial: FakeTrial, dists: dict[str, Any]) -> optuna.trial.FrozenTrial:
-    values = {step: m["val_accuracy"] for step, m in enumerate(trial.curve, start=1)}
-    last = trial.curve[-1]
-    frozen = optuna.trial.create_trial(
-        params=trial.params,
-        distributions=dists,
-        # a pruned trial keeps its last reported value, as Optuna's tell(PRUNED) does
-        value=last["val_accuracy"],
-        intermediate_values=values,
-        state=TrialState.COMPLETE if trial.completed else TrialState.PRUNED,
-        # what hpo.service.complete records for a completed trial
-        user_attrs={"metrics": dict(last)} if trial.completed else {},
-    )
-    frozen.number = trial.number  # add_trials numbers trials in the order given
-    # Optuna keeps naive local times
-    frozen.datetime_start = trial.started_at.astimezone().replace(tzinfo=None)
-    frozen.datetime_complete = trial.finished_at.astimezone().replace(tzinfo=None)
-    return frozen
-
-
-def add_via_optuna_api(db: Database, spec: StudySpec, trials: list[FakeTrial]) -> None:
-    """Optuna's own ``add_trials``: one transaction and ~35 queries per trial (~25 ms each)."""
-    dists = algorithms.distributions(spec.space)
-    study = optuna.load_study(study_name=spec.name, storage=db.optuna_storage)
-    study.add_trials([_frozen(t, dists) for t in trials])
-
-
-def _utc_naive(moment: datetime) -> datetime:
-    return moment.astimezone(timezone.utc).replace(tzinfo=None)  # Optuna's RDB convention
-
-
-def _optuna_trial_rows(optuna_study_id: int, trials: list[FakeTrial]) -> list[dict[str, Any]]:
-    return [
-        {
-            "number": t.number,
-            "study_id": optuna_study_id,
-            "state": TrialState.COMPLETE if t.completed else TrialState.PRUNED,
-            "datetime_start": _utc_naive(t.started_at),
-            "datetime_complete": _utc_naive(t.finished_at),
-        }
-        for t in trials
-    ]
-
-
-def _optuna_detail_rows(
-    spec: StudySpec, trials: list[FakeTrial], trial_ids: dict[int, int]
-) -> dict[Any, list[dict[str, Any]]]:
-    """Rows of Optuna's params, values, intermediate values and user attributes, per table."""
-    dists = algorithms.distributions(spec.space)
-    dist_json = {name: distribution_to_json(d) for name, d in dists.items()}
-    rows: dict[Any, list[dict[str, Any]]] = {
-        models.TrialParamModel: [],
-        models.TrialValueModel: [],
-        models.TrialIntermediateValueModel: [],
-        models.TrialUserAttributeModel: [],
-    }
-    to_value = models.TrialValueModel.value_to_stored_repr
-    to_step = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
-    for t in trials:
-        tid = trial_ids[t.number]
-        rows[models.TrialParamModel] += [
-            {
-                "trial_id": tid,
-                "param_name": name,
-                "param_value": dists[name].to_internal_repr(value),
-                "distribution_json": dist_json[name],
-            }
-            for name, value in t.params.items()
-        ]
-        value, kind = to_value(t.curve[-1]["val_accuracy"])
-        rows[models.TrialValueModel].append(
-            {"trial_id": tid, "objective": 0, "value": value, "value_type": kind}
-        )
-        for step, metrics in enumerate(t.curve, start=1):
-            stored, stored_kind = to_step(metrics["val_accuracy"])
-            rows[models.TrialIntermediateValueModel].append(
-                {
-                    "trial_id": tid,
-                    "step": step,
-                    "intermediate_value": stored,
-                    "intermediate_value_type": stored_kind,
-                }
-            )
-        if t.completed:
-            rows[models.TrialUserAttributeModel].append(
-                {"trial_id": tid, "key": "metrics", "value_json": json.dumps(t.curve[-1])}
-            )
-    return rows
-
-
-def insert_optuna_rows(
-    conn: Connection, spec: StudySpec, optuna_study_id: int, trials: list[FakeTrial]
-) -> None:
-    """Optuna's rows for the trials, with executemany: what ``add_trials`` writes, in bulk."""
-    conn.execute(insert(models.TrialModel.__table__), _optuna_trial_rows(optuna_study_id, trials))
-    for model, rows in _optuna_detail_rows(spec, trials, optuna_ids(conn, optuna_study_id)).items():
-        for chunk in _chunks(iter(rows), _CHUNK):
-            conn.execute(insert(model.__table__), chunk)
-
-
-def optuna_ids(conn: Connection, optuna_study_id: int) -> dict[int, int]:
-    """Optuna's trial id of each trial number of the study."""
-    rows = conn.execute(
-        text("SELECT number, trial_id FROM trials WHERE study_id = :id"), {"id": optuna_study_id}
-    )
-    return {int(number): int(trial_id) for number, trial_id in rows}
-
-
-def _run_row(study_id: int, trial: FakeTrial, trial_id: int) -> dict[str, Any]:
+def _trial_row(study_id: int, trial: FakeTrial) -> dict[str, Any]:
+    """What ask, report and complete leave in ``hpo_trials`` (the run's id comes later)."""
     return {
         "study_id": study_id,
+        "number": trial.number,
+        "state": "completed" if trial.completed else "pruned",
+        "params": trial.params,
+        # a pruned trial keeps the value of its last report, as report() records it
+        "value": trial.curve[-1]["val_accuracy"],
+        "attempts": 1,
+        "started_at": trial.started_at,
+        "finished_at": trial.finished_at,
+        "mirrored": None,  # for sync_optuna to write
+    }
+
+
+def _run_row(study_id: int, trial: FakeTrial, trial_id: int, rungs: list[int]) -> dict[str, Any]:
+    return {
+        "study_id": study_id,
+        "trial_id": trial_id,
         "trial_number": trial.number,
-        "optuna_trial_id": trial_id,
         "attempt": 1,
         "state": "completed" if trial.completed else "pruned",
         "token_hash": "",  # no token hashes to "": nobody can report to a finished bench run
         "worker": f"bench-worker-{trial.number % PARALLELISM}",
         "gpus": str(trial.number % PARALLELISM),
         "last_step": trial.epochs,
+        # the rungs it reached: it passed every one but the one it was pruned at
+        "next_rung": sum(1 for step in rungs if step <= trial.epochs),
+        # a pruned run's becomes SQL NULL below (None here would be JSON null)
         "final_metrics": dict(trial.curve[-1]) if trial.completed else None,
         "started_at": trial.started_at,
         "worker_started_at": trial.started_at,
@@ -308,6 +222,26 @@ def _metric_rows(
                 }
 
 
+def _rung_rows(
+    spec: StudySpec, study_id: int, trials: list[FakeTrial], run_ids: dict[int, int]
+) -> Iterator[dict[str, Any]]:
+    """The objective at every rung a trial reached, as the successive-halving rule records it."""
+    plan = algorithms.halving_plan(spec.algorithm, spec.budget)
+    assert plan is not None, "an ASHA study has a halving plan"
+    for trial in trials:
+        bracket = algorithms.bracket_of(plan, spec.name, trial.number)
+        for rung, step in enumerate(algorithms.rung_steps(plan, bracket)):
+            if step <= trial.epochs:
+                yield {
+                    "run_id": run_ids[trial.number],
+                    "rung": rung,
+                    "study_id": study_id,
+                    "bracket": bracket,
+                    "trial_number": trial.number,
+                    "value": trial.curve[step - 1]["val_accuracy"],
+                }
+
+
 def _chunks(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     chunk: list[dict[str, Any]] = []
     for row in rows:
@@ -319,19 +253,36 @@ def _chunks(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str
         yield chunk
 
 
-def insert_ours(
-    conn: Connection, study_id: int, trials: list[FakeTrial], trial_ids: dict[int, int]
+def _ids(conn: Connection, query: Select[tuple[int, int]]) -> dict[int, int]:
+    """``{trial number: id}`` of the rows just inserted."""
+    return {int(number): int(row_id) for number, row_id in conn.execute(query)}
+
+
+def insert_trials(
+    conn: Connection, spec: StudySpec, study_id: int, trials: list[FakeTrial]
 ) -> None:
-    """Our runs and metrics, with executemany, and the study's counters and status."""
-    conn.execute(insert(RunRow), [_run_row(study_id, t, trial_ids[t.number]) for t in trials])
-    run_ids = {
-        int(number): int(run_id)
-        for number, run_id in conn.execute(
-            select(RunRow.trial_number, RunRow.id).where(RunRow.study_id == study_id)
-        )
-    }
+    """Trials, runs, metrics and rungs with executemany, and the study ended as completed."""
+    conn.execute(insert(TrialRow), [_trial_row(study_id, t) for t in trials])
+    trial_ids = _ids(
+        conn, select(TrialRow.number, TrialRow.id).where(TrialRow.study_id == study_id)
+    )
+    plan = algorithms.halving_plan(spec.algorithm, spec.budget)
+    rungs = algorithms.rung_steps(plan) if plan else []
+    conn.execute(
+        insert(RunRow), [_run_row(study_id, t, trial_ids[t.number], rungs) for t in trials]
+    )
+    conn.execute(
+        update(RunRow)
+        .where(RunRow.study_id == study_id, RunRow.state != "completed")
+        .values(final_metrics=null())
+    )
+    run_ids = _ids(conn, select(RunRow.trial_number, RunRow.id).where(RunRow.study_id == study_id))
+    latest = select(RunRow.id).where(RunRow.trial_id == TrialRow.id).scalar_subquery()
+    conn.execute(update(TrialRow).where(TrialRow.study_id == study_id).values(latest_run_id=latest))
     for chunk in _chunks(_metric_rows(study_id, trials, run_ids), _CHUNK):
         conn.execute(insert(MetricRow), chunk)
+    for chunk in _chunks(_rung_rows(spec, study_id, trials, run_ids), _CHUNK):
+        conn.execute(insert(RungRow), chunk)
     last = max(t.finished_at for t in trials)
     conn.execute(
         update(StudyRow)
@@ -339,6 +290,8 @@ def insert_ours(
         .values(
             handed_out=len(trials),
             status="completed",
+            # create_study wrote version 1; every ask and the study's completion bump it
+            version=StudyRow.version + len(trials) + 1,
             created_at=min(t.started_at for t in trials),
             updated_at=last,
             finished_at=last,
@@ -346,75 +299,123 @@ def insert_ours(
     )
 
 
-def verify_optuna_view(
-    db: Database, spec: StudySpec, trials: list[FakeTrial], trial_ids: dict[int, int]
-) -> None:
-    """Optuna reads a few trials back exactly as the templates ``add_trials`` would take.
+def _mirrored(db: Database, study_id: int) -> tuple[int, int]:
+    """How many of the study's trials the Optuna mirror has written, of how many."""
+    with db.transaction() as session:
+        total, done = session.execute(
+            select(func.count(), func.count().filter(TrialRow.mirrored == TrialRow.state)).where(
+                TrialRow.study_id == study_id
+            )
+        ).one()
+    return int(done), int(total)
+
+
+def _progress(done: int, total: int, elapsed: float, *, end: str) -> None:
+    rate = done / elapsed if elapsed > 0 else 0.0
+    left = f", {(total - done) / rate:.0f} s left" if rate and done < total else ""
+    line = f"mirroring to Optuna: {done:,}/{total:,} trials, {elapsed:.0f} s, {rate:.0f}/s{left}"
+    print(f"\r{line}   ", end=end, file=sys.stderr, flush=True)
+
+
+def mirror(db: Database, study_id: int, *, every: float = 1.0) -> float:
+    """Run ``hpo.service.sync_optuna`` until the study's mirror is complete, with a progress
+    line on stderr (redrawn in place on a terminal, a line every 15 s otherwise); returns
+    its seconds.
 
     Raises:
-        SystemExit: naming the first field that differs.
+        SystemExit: when the pass returned with trials of the study still not mirrored.
     """
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            service.sync_optuna(db, wait=MIRROR_WAIT_S)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+
+    started = time.perf_counter()
+    thread = threading.Thread(target=run, name="optuna-mirror", daemon=True)
+    thread.start()
+    tty, shown = sys.stderr.isatty(), started
+    while thread.is_alive():
+        thread.join(every)
+        now = time.perf_counter()
+        if tty or now - shown >= 15:
+            _progress(*_mirrored(db, study_id), now - started, end="" if tty else "\n")
+            shown = now
+    seconds = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    done, total = _mirrored(db, study_id)
+    _progress(done, total, seconds, end="\n")
+    if done != total:
+        raise SystemExit(f"the Optuna mirror stopped with {total - done:,} trials not written")
+    return seconds
+
+
+def _expected(trial: FakeTrial, dists: dict[str, Any]) -> dict[str, Any]:
+    """What Optuna should read of a trial: the fields of its ``FrozenTrial``."""
+    last = trial.curve[-1]
+    state = "completed" if trial.completed else "pruned"
+    attrs: dict[str, Any] = {"hpo_state": state, "hpo_attempts": 1}
+    if trial.completed:
+        attrs["metrics"] = dict(last)
+    return {
+        "number": trial.number,
+        "state": TrialState.COMPLETE if trial.completed else TrialState.PRUNED,
+        # a pruned trial keeps its last reported value, as Optuna's tell(PRUNED) does
+        "value": last["val_accuracy"],
+        "params": trial.params,
+        "distributions": dists,
+        "intermediate_values": {s: m["val_accuracy"] for s, m in enumerate(trial.curve, 1)},
+        "user_attrs": attrs,
+        # Optuna keeps naive local times
+        "datetime_start": trial.started_at.astimezone().replace(tzinfo=None),
+        "datetime_complete": trial.finished_at.astimezone().replace(tzinfo=None),
+    }
+
+
+def verify_optuna_view(db: Database, spec: StudySpec, trials: list[FakeTrial]) -> None:
+    """Optuna (``optuna.load_study``, its public API) reads every trial as it was generated.
+
+    Raises:
+        SystemExit: naming the first trial and field that differ.
+    """
+    study = optuna.load_study(study_name=spec.name, storage=db.optuna_storage)
+    got = study.get_trials(deepcopy=False)
+    if len(got) != len(trials):
+        raise SystemExit(f"optuna reads {len(got):,} trials, not {len(trials):,}")
     dists = algorithms.distributions(spec.space)
-    for t in (trials[0], trials[len(trials) // 2], trials[-1]):
-        got, want = db.optuna_storage.get_trial(trial_ids[t.number]), _frozen(t, dists)
-        for name in _FROZEN_FIELDS:
-            a, b = getattr(got, name), getattr(want, name)
-            if a != b and not (name.startswith("datetime") and abs(a - b) < _SECOND):
-                raise SystemExit(f"trial {t.number}: optuna reads {name}={a!r}, not {b!r}")
+    for fake, frozen in zip(trials, sorted(got, key=lambda t: t.number), strict=True):
+        for name, want in _expected(fake, dists).items():
+            have = getattr(frozen, name)
+            if have != want and not (name.startswith("datetime") and abs(have - want) < _SECOND):
+                raise SystemExit(f"trial {fake.number}: optuna reads {name}={have!r}, not {want!r}")
 
 
-_FROZEN_FIELDS = (
-    "number",
-    "state",
-    "value",
-    "params",
-    "distributions",
-    "intermediate_values",
-    "user_attrs",
-    "datetime_start",
-    "datetime_complete",
-)
 _SECOND = timedelta(seconds=1)
 
 
-def build(
-    url: str,
-    *,
-    trials: int = 10_000,
-    name: str = "big-study",
-    seed: int = 0,
-    via_optuna_api: bool = False,
-) -> BigStudy:
-    """Create study ``name`` with ``trials`` finished trials in the database at ``url``.
-
-    Args:
-        via_optuna_api: add Optuna's trials with ``Study.add_trials`` (about 25 ms a trial on
-            SQLite) instead of bulk inserts into Optuna's tables (what ``add_trials`` writes,
-            checked by reading some back through Optuna).
-    """
+def build(url: str, *, trials: int = 10_000, name: str = "big-study", seed: int = 0) -> BigStudy:
+    """Create study ``name`` with ``trials`` finished trials in the database at ``url``, and
+    its Optuna mirror."""
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     db = Database(url)
     try:
         spec = study_spec(name, trials, seed)
         created = service.create_study(db, spec=spec)
-        with db.transaction() as session:
-            row = session.get(StudyRow, created.id)
-            optuna_study_id = row.optuna_study_id if row else 0
         fakes = fake_trials(spec, trials, seed=seed)
         seconds["create + generate"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        if via_optuna_api:
-            add_via_optuna_api(db, spec, fakes)
-        with db.engine.begin() as conn:  # one transaction: all the rows or none
-            if not via_optuna_api:
-                insert_optuna_rows(conn, spec, optuna_study_id, fakes)
-            trial_ids = optuna_ids(conn, optuna_study_id)
-            seconds["optuna rows"] = time.perf_counter() - clock
-            clock = time.perf_counter()
-            insert_ours(conn, created.id, fakes, trial_ids)
-        seconds["hpo runs + metrics"] = time.perf_counter() - clock
-        verify_optuna_view(db, spec, fakes, trial_ids)
+        with db.transaction(write=True) as session:  # one transaction: all the rows or none
+            insert_trials(session.connection(), spec, created.id, fakes)
+        seconds["hpo rows"] = time.perf_counter() - clock
+        seconds["optuna mirror"] = mirror(db, created.id)
+        clock = time.perf_counter()
+        verify_optuna_view(db, spec, fakes)
+        seconds["read back through optuna"] = time.perf_counter() - clock
+        optuna_study_id = db.optuna_storage.get_study_id_from_name(name)
     finally:
         db.dispose()
     return BigStudy(url, name, created.id, optuna_study_id, trials, seconds)
@@ -431,9 +432,8 @@ def check(url: str, name: str, trials: int) -> list[str]:
         study = service.get_study(db, ref=name)
         _, listed = service.list_trials(db, ref=name, limit=1)
         sample = service.get_trial(db, ref=name, number=trials // 2)
-        n_optuna = len(
-            optuna.load_study(study_name=name, storage=db.url).get_trials(deepcopy=False)
-        )
+        storage = db.optuna_storage
+        n_optuna = storage.get_n_trials(storage.get_study_id_from_name(name))
     finally:
         db.dispose()
     counts = {k: v for k, v in study.trial_counts.items() if v}
@@ -467,20 +467,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10_000)
     parser.add_argument("--name", default="big-study")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--via-optuna-api",
-        action="store_true",
-        help="add Optuna's trials with Study.add_trials (slow: ~25 ms a trial on SQLite)",
-    )
     args = parser.parse_args()
     started = time.perf_counter()
-    big = build(
-        args.db,
-        trials=args.trials,
-        name=args.name,
-        seed=args.seed,
-        via_optuna_api=args.via_optuna_api,
-    )
+    big = build(args.db, trials=args.trials, name=args.name, seed=args.seed)
     wall = time.perf_counter() - started
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in big.seconds.items())
     print(f"built {big.name!r} ({big.trials} trials) in {wall:.1f} s: {phases}")
