@@ -89,6 +89,11 @@ def imports_of(path: Path) -> Iterator[Import]:
     source = path.read_text(encoding="utf-8")
     tree = ast.parse(source, filename=str(path))
     for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom, ast.Call)):
+            continue
+        if isinstance(node, ast.Call) and _called_name(node) not in ("import_module", "__import__"):
+            continue
+        # only for the nodes reported: get_source_segment rescans the source each time
         text = (ast.get_source_segment(source, node) or "").strip()
         if isinstance(node, ast.Import):
             for alias in node.names:
