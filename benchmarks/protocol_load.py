@@ -341,6 +341,11 @@ class Phase:
                 k: dict(o.warmup_errors) for k, o in self.ops.items() if o.warmup_errors
             },
             "rates": {k: self.rate(k) for k in self.ops},
+            "latency_ms_by_kind": {
+                k: {"p50": 1000 * (o.percentile(0.5) or 0), "p99": 1000 * (o.percentile(0.99) or 0)}
+                for k, o in self.ops.items()
+                if o.latencies
+            },
             "counts": dict(self.counts),
             "window_s": self.seconds,
             "all_in_flight_after_s": self.ramp_s,
@@ -455,6 +460,7 @@ async def timed_phase(
     n = phase.n
     http = make_http(run.client, run.base, n + 8, run.timeout)
     run.client_name = http.name
+    tasks: list[asyncio.Task[None]] = []
     try:
         start = time.perf_counter()
         tasks = [asyncio.create_task(loop(http)) for _ in range(n)]
@@ -475,8 +481,13 @@ async def timed_phase(
         for task in late:
             task.cancel()
             phase.counts["cancelled, still waiting at the end"] += 1
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, Exception):  # an answer not shaped as the protocol says
+                phase.counts[f"workers crashed: {outcome!r}"[:120]] += 1
     finally:
+        for task in tasks:  # interrupted: stop the workers before their session goes
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await http.close()
 
 
@@ -728,14 +739,22 @@ def details(r: dict[str, Any]) -> str:
     parts = [f"{k} {v}" for k, v in sorted(r["counts"].items())]
     if r["all_in_flight_after_s"] is not None:
         parts.insert(0, f"all {r['n']} trials in flight after {r['all_in_flight_after_s']:.1f} s")
-    rates = ", ".join(f"{k} {_fmt(v, 1)}/s" for k, v in r["rates"].items() if v is not None)
-    if rates and not r["phase"].startswith("asks"):
-        parts.append(f"answered in the window: {rates}")
+    if not r["phase"].startswith("asks"):
+        rates = [
+            f"{kind} {_fmt(rate, 1)}/s" + _percentiles(r["latency_ms_by_kind"].get(kind))
+            for kind, rate in r["rates"].items()
+            if rate is not None
+        ]
+        parts.append("answered in the window: " + ", ".join(rates))
     for label, key in (("errors", "errors_by_kind"), ("errors in warm-up", "warmup_errors")):
         for kind, errors in r[key].items():
             listed = ", ".join(f"{name} x{count}" for name, count in errors.items())
             parts.append(f"{label} on {kind}: {listed}")
     return "; ".join(parts) or "-"
+
+
+def _percentiles(latency: dict[str, float] | None) -> str:
+    return f" (p50 {latency['p50']:,.0f} ms, p99 {latency['p99']:,.0f} ms)" if latency else ""
 
 
 def _find(results: list[dict[str, Any]], phase: str, n: int, key: str) -> float | None:
@@ -812,7 +831,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--history", type=int, default=50, help="completed trials before TPE")
     parser.add_argument("--rounds", type=int, help="ask bursts per study kind (3; quick 1)")
     parser.add_argument("--max-epochs", type=int, default=27)
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     parser.add_argument("--client", choices=["aiohttp", "httpx"], default="aiohttp")
     parser.add_argument(
         "--postgres-url",
@@ -871,6 +890,14 @@ def _interrupt(*_: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # clean up on kill as on Ctrl-C
+    try:
+        measure(args)
+    except KeyboardInterrupt:
+        log("interrupted; the controller and the database are gone")
+        sys.exit(130)
+
+
+def measure(args: argparse.Namespace) -> None:
     load_before = os.getloadavg()
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hpo-load-")))
