@@ -14,12 +14,12 @@ this process speaks the real trial protocol to it over loopback HTTP:
   a fresh TPE study that first gets ``--history`` completed trials through the protocol.
 
 Latency is each request's wall time seen by the caller, for every request started in the
-measured window (after ``--warmup``; those still running at its end are waited for, so slow
-ones count); errors (resets, timeouts, HTTP 4xx/5xx) count there too. Throughput is the
-requests answered with success inside the window over its length. CPU columns are % of one
-core over the window: this load generator, the controller process, PostgreSQL (throwaway
-server only) and everything else on the machine (other people's work: a high figure means
-noisy numbers).
+measured window (after ``--warmup`` and, in a reports phase, once every worker holds a trial;
+those still running at its end are waited for, so slow ones count); errors (resets, timeouts,
+HTTP 4xx/5xx) count there too. Throughput is the requests answered with success inside the
+window over its length. CPU columns are % of one core over the window: this load generator,
+the controller process, PostgreSQL (throwaway server only) and everything else on the machine
+(other people's work: a high figure means noisy numbers).
 
     python benchmarks/protocol_load.py [--quick] [--phases healthz,reports-asha,...]
         [--concurrency 20,200] [--postgres-url URL] [--json PATH]
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -46,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -451,7 +452,7 @@ class Run:
 
 
 async def timed_phase(
-    run: Run, phase: Phase, loop: Callable[[Http], Awaitable[None]], *, ramp: bool
+    run: Run, phase: Phase, loop: Callable[[Http], Coroutine[Any, Any, None]], *, ramp: bool
 ) -> None:
     """Run ``phase.n`` copies of ``loop``; measure ``run.duration`` s after the warm-up.
 
@@ -862,13 +863,13 @@ async def run_phases(run: Run, args: argparse.Namespace) -> list[dict[str, Any]]
     plan: list[tuple[str, int, Callable[[], Awaitable[Phase]]]] = []
     for n in args.concurrency:
         if "healthz" in args.phases:
-            plan.append(("healthz", n, lambda n=n: phase_healthz(run, n)))
+            plan.append(("healthz", n, functools.partial(phase_healthz, run, n)))
         for rule in ("asha", "none"):
             if f"reports-{rule}" in args.phases:
-                plan.append((f"reports-{rule}", n, lambda n=n, r=rule: phase_reports(run, n, r)))
+                plan.append((f"reports-{rule}", n, functools.partial(phase_reports, run, n, rule)))
     for model in ("random", "tpe"):
         if f"asks-{model}" in args.phases:
-            plan.append((f"asks-{model}", run.asks, lambda m=model: phase_asks(run, m)))
+            plan.append((f"asks-{model}", run.asks, functools.partial(phase_asks, run, model)))
     results = []
     for name, n, make in plan:
         log(f"phase {name} N={n} ...")
