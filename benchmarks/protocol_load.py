@@ -703,10 +703,9 @@ def describe_code() -> str:
         result = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
         return result.stdout.strip()
 
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + (
-        " + uncommitted changes" if git("status", "--porcelain", "--", "hpo", "api") else ""
-    )
+    commit = git("log", "-1", "--format=%h", "--", "hpo", "api") or "unknown"
+    dirty = git("status", "--porcelain", "--", "hpo", "api")
+    return f"hpo/ and api/ as of {commit}" + (" + uncommitted changes" if dirty else "")
 
 
 # --------------------------------------------------------------------------- the report
@@ -933,7 +932,7 @@ def report(
 ) -> None:
     load_after = os.getloadavg()
     print(
-        f"protocol load on PostgreSQL, code {describe_code()}, {os.cpu_count()} CPUs, "
+        f"protocol load on PostgreSQL, {describe_code()}, {os.cpu_count()} CPUs, "
         f"client {run.client_name}; {args.duration:g} s per phase after {args.warmup:g} s "
         f"warm-up; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )
