@@ -931,6 +931,21 @@ def report(
     load_before: tuple[float, float, float],
 ) -> None:
     load_after = os.getloadavg()
+    checks = targets(results)
+    if args.json:  # first: the figures survive a closed stdout (``| head``)
+        payload = {
+            "code": describe_code(),
+            "cpus": os.cpu_count(),
+            "client": run.client_name,
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "phases": results,
+            "targets": checks,
+            "controller_errors": server_log,
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        log(f"figures written to {args.json}")
     print(
         f"protocol load on PostgreSQL, {describe_code()}, {os.cpu_count()} CPUs, "
         f"client {run.client_name}; {args.duration:g} s per phase after {args.warmup:g} s "
@@ -945,22 +960,7 @@ def report(
         print("\ncontroller log, most frequent error lines:")
         for line, count in server_log.items():
             print(f"  {count:>6} x {line}")
-    checks = targets(results)
     print_targets(checks)
-    if args.json:
-        payload = {
-            "code": describe_code(),
-            "cpus": os.cpu_count(),
-            "client": run.client_name,
-            "load_average_before": load_before,
-            "load_average_after": load_after,
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "phases": results,
-            "targets": checks,
-            "controller_errors": server_log,
-        }
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
-        print(f"\nfigures written to {args.json}")
 
 
 if __name__ == "__main__":
