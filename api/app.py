@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.gzip import GZipMiddleware
 
 import hpo
 from hpo.settings import Settings
@@ -15,6 +14,7 @@ from hpo.storage import Database
 from . import errors
 from .access_log import AccessLogMiddleware
 from .background import Mirror, Reaper, warm_up
+from .compression import ReadsGZipMiddleware
 from .routes import figures, meta, pages, studies, trials
 
 
@@ -37,7 +37,22 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             start_timeout=settings.start_timeout,
             interval=settings.reap_interval,
         )
-        mirror = Mirror(database, interval=settings.mirror_interval) if settings.mirror else None
+        mirror = (
+            Mirror(
+                database,
+                interval=settings.mirror_interval,
+                hold_running=settings.mirror_hold_running,
+            )
+            if settings.mirror
+            else None
+        )
+        import os
+
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = int(
+            os.environ.get("HPO_THREADS_EXPERIMENT", "40")
+        )
         reaper.start()
         if mirror is not None:
             mirror.start()
@@ -60,7 +75,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.db = database
     errors.install(app)
     # figures and plotly.js compress 3-5x; the dashboard should open quickly on a slow link too
-    app.add_middleware(GZipMiddleware, minimum_size=2048)
+    app.add_middleware(ReadsGZipMiddleware, minimum_size=2048)
     app.add_middleware(AccessLogMiddleware)  # outermost of ours: its duration includes gzip
     app.include_router(studies.router)
     app.include_router(trials.router)

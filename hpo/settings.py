@@ -32,6 +32,8 @@ class Settings(BaseSettings):
         mirror: keep Optuna's tables in step with ours, so that ``optuna.load_study`` works
             on this database (turn it off only if nothing reads Optuna's tables).
         mirror_interval: seconds between two mirror passes when nothing wakes it sooner.
+        mirror_hold_running: seconds a trial runs before the mirror shows it running in
+            Optuna's tables (one that ends sooner is written once, whole, when it ends).
     """
 
     model_config = SettingsConfigDict(env_prefix="HPO_", extra="ignore")
@@ -48,3 +50,4 @@ class Settings(BaseSettings):
     public_url: str | None = None
     mirror: bool = True
     mirror_interval: float = Field(default=5.0, gt=0)
+    mirror_hold_running: float = Field(default=10.0, ge=0)

@@ -126,10 +126,9 @@ def pure_decisions(
                     next_rung=next_rung[e.number],
                     step=e.step,
                     value=e.value,
-                    maximize=maximize,
-                    competitors=lambda r, b=bracket, n=e.number: [
-                        v for k, v in rungs[(b, r)].items() if k != n
-                    ],
+                    standing=lambda r, b=bracket, n=e.number, v=e.value: algorithms.standing_among(
+                        v, [x for k, x in rungs[(b, r)].items() if k != n], maximize=maximize
+                    ),
                 )
                 for rung, value in outcome.recorded:
                     rungs[(bracket, rung)][e.number] = value

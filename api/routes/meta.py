@@ -44,8 +44,7 @@ def vocabulary_words() -> dict[str, Any]:
 def healthz(db: DbDep) -> Any:
     """Liveness and database reachability: 200 when the database answers, else 503."""
     try:
-        with db.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        db.run(lambda session: session.execute(text("SELECT 1")))
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
         return JSONResponse(

@@ -23,13 +23,15 @@ __all__ = [
     "MEDIAN_STARTUP_TRIALS",
     "HalvingPlan",
     "RungOutcome",
+    "Standing",
     "bracket_of",
     "halving_plan",
     "median_stops",
-    "promotable",
+    "promoted",
     "pruning_applies",
     "rung_step",
     "rung_steps",
+    "standing_among",
     "successive_halving",
 ]
 
@@ -109,14 +111,28 @@ def pruning_applies(*, step: int, max_epochs: int) -> bool:
     return step < max_epochs
 
 
-def promotable(value: float, competing: Sequence[float], eta: int, maximize: bool) -> bool:
-    """Whether ``value`` is in the top ``1/eta`` of ``competing`` (which includes it).
+@dataclass(frozen=True)
+class Standing:
+    """Where a value stands among the values other attempts recorded at the same rung."""
 
-    Below ``eta`` values, only the best one goes on, as in Optuna.
-    """
-    ordered = sorted(competing)
-    index = max(len(ordered) // eta - 1, 0)
-    return value >= ordered[-(index + 1)] if maximize else value <= ordered[index]
+    #: how many values the other attempts recorded there
+    others: int
+    #: how many of those are strictly better than this value
+    better: int
+
+
+def standing_among(value: float, others: Sequence[float], *, maximize: bool) -> Standing:
+    better = sum(1 for v in others if (v > value if maximize else v < value))
+    return Standing(len(others), better)
+
+
+def promoted(standing: Standing, eta: int) -> bool:
+    """Whether the value is in the top ``1/eta`` of the rung, itself included: Optuna's rule
+    (with fewer than ``eta`` values, only the best goes on). Sorting the values and comparing
+    with the k-th best is the same as counting how many are strictly better, which a database
+    does without sending a single value back."""
+    allowed = max((standing.others + 1) // eta - 1, 0)
+    return standing.better <= allowed
 
 
 @dataclass(frozen=True)
@@ -137,19 +153,17 @@ def successive_halving(
     next_rung: int,
     step: int,
     value: float,
-    maximize: bool,
-    competitors: Callable[[int], Sequence[float]],
+    standing: Callable[[int], Standing],
 ) -> RungOutcome:
     """Judge a report at ``step`` of an attempt that has passed every rung below
-    ``next_rung``: at each rung the step reaches, the value is recorded and must be
-    promotable among ``competitors(rung)`` (the values other attempts recorded at that rung of
-    the bracket) plus itself, or the trial stops."""
+    ``next_rung``: at each rung the step reaches, the value is recorded and must be promoted
+    given ``standing(rung)`` (where it stands among the values other attempts recorded at
+    that rung of the bracket), or the trial stops."""
     recorded: list[tuple[int, float]] = []
     rung = next_rung
     while step >= rung_step(plan, bracket, rung):
         recorded.append((rung, value))
-        competing = [*competitors(rung), value]
-        if not promotable(value, competing, plan.reduction_factor, maximize):
+        if not promoted(standing(rung), plan.reduction_factor):
             return RungOutcome(True, tuple(recorded), rung + 1)
         rung += 1
     return RungOutcome(False, tuple(recorded), rung)

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from .. import algorithms
@@ -21,9 +21,9 @@ from ..algorithms import PastTrial
 from ..budget import decide_ask, wall_clock_spent
 from ..schemas import TrialAssignment
 from ..spec import StudySpec
-from ..storage import Database, RunRow, StudyRow, TrialRow, utcnow
+from ..storage import Database, RunRow, StudyRow, TrialRow, runs, studies, trials, utcnow
 from ..vocabulary import StudyStatus, TrialState
-from ._common import find_study, hash_token, spec_of, study_not_found
+from ._common import hash_token, spec_by_id, study_not_found, study_where
 from ._lifecycle import transact
 
 _HISTORY_STATES = (TrialState.COMPLETED, TrialState.PRUNED, TrialState.RUNNING, TrialState.PENDING)
@@ -35,29 +35,57 @@ class _Snapshot:
     name: str
     spec: StudySpec
     created_at: Any
-    history: list[PastTrial] | None
+    history: list[PastTrial] | None = None
     guess: tuple[int, dict[str, Any]] | None = None
+
+
+class _NeedsHistory(Exception):
+    """The study's sampler models the history: read it, and draw, before the write."""
 
 
 def ask(db: Database, *, ref: str | int, worker: str | None = None) -> TrialAssignment:
     """Hand out the next trial of a running study: a retry waiting for a worker first, else
-    a new trial within the budget."""
+    a new trial within the budget.
+
+    Grid and random studies do it in one transaction. A model-based sampler first reads the
+    history and draws in a read transaction, then writes (drawing again only if a concurrent
+    ask took the number it expected).
+    """
+    try:
+        return transact(db, lambda s: _hand_out(db, s, ref, None, worker), write=True)
+    except _NeedsHistory:
+        pass
     snap = transact(db, lambda s: _snapshot(db, s, ref))
-    if snap.history is not None:
-        number = snap.guess[0] if snap.guess else 0
-        snap.guess = (number, _draw(snap, number))
-    return transact(db, lambda s: _hand_out(s, snap, worker), write=True)
+    assert snap.guess is not None
+    snap.guess = (snap.guess[0], _draw(snap, snap.guess[0]))
+    return transact(db, lambda s: _hand_out(db, s, ref, snap, worker), write=True)
+
+
+_STUDY = (
+    studies.c.id,
+    studies.c.name,
+    studies.c.status,
+    studies.c.created_at,
+    studies.c.handed_out,
+)
+
+
+def _study(session: Session, ref: str | int) -> Any:
+    condition = study_where(ref)
+    row = None
+    if condition is not None:
+        row = session.connection().execute(select(*_STUDY).where(condition)).first()
+    if row is None:
+        raise study_not_found(ref)
+    return row
 
 
 def _snapshot(db: Database, session: Session, ref: str | int) -> _Snapshot:
-    row = find_study(session, ref)
-    spec = spec_of(db, row)
+    row = _study(session, ref)
+    spec = spec_by_id(db, session, row.id)
     _refuse_if_over(row.name, row.status, row.created_at, spec)
-    history = None
-    if algorithms.needs_history(spec.algorithm):
-        history = _history(session, row.id)
-    snap = _Snapshot(row.id, row.name, spec, row.created_at, history)
-    snap.guess = (row.handed_out, {}) if history is not None else None
+    snap = _Snapshot(row.id, row.name, spec, row.created_at, _history(session, row.id))
+    snap.guess = (row.handed_out, {})
     return snap
 
 
@@ -96,29 +124,39 @@ def _draw(snap: _Snapshot, number: int) -> dict[str, Any]:
     )
 
 
-def _hand_out(session: Session, snap: _Snapshot, worker: str | None) -> TrialAssignment:
+def _hand_out(
+    db: Database, session: Session, ref: str | int, snap: _Snapshot | None, worker: str | None
+) -> TrialAssignment:
+    if snap is None:
+        row = _study(session, ref)
+        spec = spec_by_id(db, session, row.id)
+        if algorithms.needs_history(spec.algorithm):
+            raise _NeedsHistory
+        snap = _Snapshot(row.id, row.name, spec, row.created_at)
+        _refuse_if_over(row.name, row.status, row.created_at, spec)
+    else:
+        _refuse_if_over(snap.name, StudyStatus.RUNNING, snap.created_at, snap.spec)
     now = utcnow()
-    _refuse_if_over(snap.name, StudyStatus.RUNNING, snap.created_at, snap.spec)
     token = secrets.token_urlsafe(32)
-    retry = session.scalars(
-        select(RunRow)
-        .where(RunRow.study_id == snap.study_id, RunRow.state == TrialState.PENDING)
-        .order_by(RunRow.trial_number)
+    conn = session.connection()
+    retry = conn.execute(
+        select(runs.c.id, runs.c.trial_id, runs.c.trial_number, runs.c.attempt)
+        .where(runs.c.study_id == snap.study_id, runs.c.state == TrialState.PENDING)
+        .order_by(runs.c.trial_number)
         .limit(1)
         .with_for_update(skip_locked=True)
     ).first()
     if retry is not None:
         return _hand_out_retry(session, snap, retry, token, worker, now)
-    numbered = session.execute(
-        update(StudyRow)
+    numbered = conn.execute(
+        update(studies)
         .where(
-            StudyRow.id == snap.study_id,
-            StudyRow.status == StudyStatus.RUNNING,
-            or_(StudyRow.size.is_(None), StudyRow.handed_out < StudyRow.size),
+            studies.c.id == snap.study_id,
+            studies.c.status == StudyStatus.RUNNING,
+            or_(studies.c.size.is_(None), studies.c.handed_out < studies.c.size),
         )
-        .values(handed_out=StudyRow.handed_out + 1, version=StudyRow.version + 1, updated_at=now)
-        .returning(StudyRow.handed_out)
-        .execution_options(synchronize_session=False)
+        .values(handed_out=studies.c.handed_out + 1, version=studies.c.version + 1, updated_at=now)
+        .returning(studies.c.handed_out)
     ).first()
     if numbered is None:
         _refuse(session, snap)
@@ -127,50 +165,68 @@ def _hand_out(session: Session, snap: _Snapshot, worker: str | None) -> TrialAss
         params = snap.guess[1]
     else:
         params = _draw(snap, number)
-    trial = TrialRow(
-        study_id=snap.study_id,
-        number=number,
-        state=TrialState.RUNNING,
-        params=params,
-        attempts=1,
-        started_at=now,
-    )
-    session.add(trial)
-    session.flush()
-    run = RunRow(
-        study_id=snap.study_id,
-        trial_id=trial.id,
-        trial_number=number,
-        attempt=1,
-        state=TrialState.RUNNING,
-        token_hash=hash_token(token),
-        worker=worker,
-        started_at=now,
-        heartbeat_at=now,
-    )
-    session.add(run)
-    session.flush()
-    trial.latest_run_id = run.id
+    trial_id = conn.execute(
+        insert(trials)
+        .values(
+            study_id=snap.study_id,
+            number=number,
+            state=TrialState.RUNNING,
+            params=params,
+            attempts=1,
+            started_at=now,
+        )
+        .returning(trials.c.id)
+    ).scalar_one()
+    run_id = conn.execute(
+        insert(runs)
+        .values(
+            study_id=snap.study_id,
+            trial_id=trial_id,
+            trial_number=number,
+            attempt=1,
+            state=TrialState.RUNNING,
+            token_hash=hash_token(token),
+            worker=worker,
+            next_rung=0,
+            started_at=now,
+            heartbeat_at=now,
+        )
+        .returning(runs.c.id)
+    ).scalar_one()
+    conn.execute(update(trials).where(trials.c.id == trial_id).values(latest_run_id=run_id))
     return TrialAssignment(study=snap.name, number=number, params=params, token=token)
 
 
 def _hand_out_retry(
-    session: Session, snap: _Snapshot, run: RunRow, token: str, worker: str | None, now: Any
+    session: Session, snap: _Snapshot, run: Any, token: str, worker: str | None, now: Any
 ) -> TrialAssignment:
-    status = session.scalar(select(StudyRow.status).where(StudyRow.id == snap.study_id))
+    conn = session.connection()
+    status = conn.execute(select(studies.c.status).where(studies.c.id == snap.study_id)).scalar()
     if status is None:
         raise study_not_found(snap.name)
     if status != StudyStatus.RUNNING:
         raise StudyNotRunning(f"study {snap.name!r} is {status}; it hands out no more trials")
-    trial = session.get(TrialRow, run.trial_id)
-    assert trial is not None  # the foreign key guarantees it
-    run.state, run.token_hash, run.worker = TrialState.RUNNING, hash_token(token), worker
-    run.started_at = run.heartbeat_at = now
-    trial.state = TrialState.RUNNING
+    conn.execute(
+        update(runs)
+        .where(runs.c.id == run.id)
+        .values(
+            state=TrialState.RUNNING,
+            token_hash=hash_token(token),
+            worker=worker,
+            started_at=now,
+            heartbeat_at=now,
+        )
+    )
+    params = conn.execute(
+        update(trials)
+        .where(trials.c.id == run.trial_id)
+        .values(state=TrialState.RUNNING)
+        .returning(trials.c.params)
+    ).scalar_one()
     return TrialAssignment(
         study=snap.name,
         number=run.trial_number,
-        params=trial.params,
+        params=params,
         token=token,
         attempt=run.attempt,
     )

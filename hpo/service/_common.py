@@ -15,7 +15,7 @@ from .. import algorithms
 from .._errors import StudyNotFound, StudyUnreadable, TrialNotFound
 from ..budget import study_size
 from ..spec import StudySpec, format_validation_error
-from ..storage import Database, StudyRow, TrialRow
+from ..storage import Database, StudyRow, TrialRow, studies
 from ..vocabulary import LIVE_TRIAL_STATES, TrialState
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -48,6 +48,15 @@ def study_condition(ref: str | int) -> ColumnElement[bool] | None:
         number = int(text)
         return StudyRow.id == number if number <= MAX_INT else None
     return StudyRow.name == text if _NAME.fullmatch(text) else None
+
+
+def study_where(ref: str | int) -> ColumnElement[bool] | None:
+    """:func:`study_condition` on the Core table ``hpo_studies`` (for the hot paths)."""
+    text = str(ref)
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        return studies.c.id == number if number <= MAX_INT else None
+    return studies.c.name == text if _NAME.fullmatch(text) else None
 
 
 def find_study(session: Session, ref: str | int, *, lock: bool = False) -> StudyRow:
@@ -106,6 +115,17 @@ def spec_of(db: Database, study: StudyRow) -> StudySpec:
             ) from None
 
     return db.cache.get_or_build(study.id, "spec", None, parse)
+
+
+def spec_by_id(db: Database, session: Session, study_id: int) -> StudySpec:
+    """The spec of study ``study_id`` from the cache, reading the row only on a miss."""
+    cached = db.cache.get(study_id, "spec")
+    if cached is not None:
+        return cached
+    study = session.get(StudyRow, study_id)
+    if study is None:
+        raise StudyNotFound(f"no study with id {study_id}")
+    return spec_of(db, study)
 
 
 def size_of(spec: StudySpec) -> int | None:

@@ -1,89 +1,116 @@
 """Early stopping against the database: the few rows a rung decision needs.
 
 The rules themselves are pure (:mod:`hpo.algorithms`); this module feeds them. A successive
-halving decision reads the values recorded at one rung of one bracket (the index
-``ix_hpo_rungs_study_bracket_rung``), and a median decision the completed trials' values at one
-step (``ix_hpo_metrics_study_name_step``): neither grows with the trials in flight.
+halving decision counts, in the database, how many values recorded at one rung of one bracket
+beat the new one (index ``ix_hpo_rungs_study_bracket_rung_value``); a median decision reads
+the completed trials' values at one step (``ix_hpo_metrics_study_name_step``). Neither grows
+with the trials in flight.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, insert, select
 from sqlalchemy.orm import Session
 
 from .. import algorithms
 from ..spec import StudySpec
-from ..storage import MetricRow, RungRow, RunRow, StudyRow, TrialRow
+from ..storage import MetricRow, RunRow, TrialRow, rungs
 from ..vocabulary import EarlyStopping, TrialState
 
 
 @dataclass(frozen=True)
 class Verdict:
     stop: bool
+    #: the first rung the attempt has not passed, after this report
+    next_rung: int
 
 
 def judge(
-    session: Session, study: StudyRow, spec: StudySpec, run: RunRow, *, step: int, value: float
+    session: Session,
+    *,
+    study_id: int,
+    study_name: str,
+    spec: StudySpec,
+    run_id: int,
+    trial_number: int,
+    next_rung: int,
+    step: int,
+    value: float,
 ) -> Verdict:
-    """Decide whether ``run`` stops after reporting ``value`` at ``step``; record what the
-    rule keeps (the values at the rungs the step reached) in the caller's transaction."""
+    """Decide whether attempt ``run_id`` stops after reporting ``value`` at ``step``; record
+    what the rule keeps (the values at the rungs the step reached) in the caller's
+    transaction."""
     if not algorithms.pruning_applies(step=step, max_epochs=spec.budget.max_epochs):
-        return Verdict(False)
+        return Verdict(False, next_rung)
     maximize = spec.objective.direction == "maximize"
     plan = algorithms.halving_plan(spec.algorithm, spec.budget)
     if plan is not None:
-        bracket = algorithms.bracket_of(plan, study.name, run.trial_number)
+        bracket = algorithms.bracket_of(plan, study_name, trial_number)
         outcome = algorithms.successive_halving(
             plan=plan,
             bracket=bracket,
-            next_rung=run.next_rung,
+            next_rung=next_rung,
             step=step,
             value=value,
-            maximize=maximize,
-            competitors=lambda rung: _rung_values(session, study.id, bracket, rung, run.id),
+            standing=lambda rung: _standing(session, study_id, bracket, rung, value, maximize),
         )
-        session.add_all(
-            RungRow(
-                run_id=run.id,
-                rung=rung,
-                study_id=study.id,
-                bracket=bracket,
-                trial_number=run.trial_number,
-                value=val,
+        if outcome.recorded:
+            session.connection().execute(
+                insert(rungs),
+                [
+                    {
+                        "run_id": run_id,
+                        "rung": rung,
+                        "study_id": study_id,
+                        "bracket": bracket,
+                        "trial_number": trial_number,
+                        "value": val,
+                    }
+                    for rung, val in outcome.recorded
+                ],
             )
-            for rung, val in outcome.recorded
-        )
-        run.next_rung = outcome.next_rung
-        return Verdict(outcome.stop)
+        return Verdict(outcome.stop, outcome.next_rung)
     if spec.algorithm.pruner == EarlyStopping.MEDIAN:
-        return Verdict(_median(session, study, spec, run, step=step, value=value))
-    return Verdict(False)
+        stop = _median(session, study_id, spec, run_id, step=step, value=value)
+        return Verdict(stop, next_rung)
+    return Verdict(False, next_rung)
 
 
-def _rung_values(
-    session: Session, study_id: int, bracket: int, rung: int, run_id: int
-) -> list[float]:
-    return list(
-        session.scalars(
-            select(RungRow.value).where(
-                RungRow.study_id == study_id,
-                RungRow.bracket == bracket,
-                RungRow.rung == rung,
-                RungRow.run_id != run_id,
+def _standing(
+    session: Session,
+    study_id: int,
+    bracket: int,
+    rung: int,
+    value: float,
+    maximize: bool,
+) -> algorithms.Standing:
+    """How many values other attempts recorded at the rung, and how many beat ``value``:
+    counted by the database from the index, so no value travels. (The attempt judged has
+    recorded nothing at this rung yet: it records a rung once it reaches it.)"""
+    better = rungs.c.value > value if maximize else rungs.c.value < value
+    others, beating = (
+        session.connection()
+        .execute(
+            select(func.count(), func.coalesce(func.sum(case((better, 1), else_=0)), 0)).where(
+                rungs.c.study_id == study_id,
+                rungs.c.bracket == bracket,
+                rungs.c.rung == rung,
             )
         )
+        .one()
     )
+    return algorithms.Standing(int(others), int(beating))
 
 
 def _median(
-    session: Session, study: StudyRow, spec: StudySpec, run: RunRow, *, step: int, value: float
+    session: Session, study_id: int, spec: StudySpec, run_id: int, *, step: int, value: float
 ) -> bool:
     completed = session.scalar(
         select(func.count())
         .select_from(TrialRow)
-        .where(TrialRow.study_id == study.id, TrialRow.state == TrialState.COMPLETED)
+        .where(TrialRow.study_id == study_id, TrialRow.state == TrialState.COMPLETED)
     )
     if int(completed or 0) < algorithms.MEDIAN_STARTUP_TRIALS:
         return False
@@ -92,14 +119,14 @@ def _median(
         select(MetricRow.value)
         .join(RunRow, RunRow.id == MetricRow.run_id)
         .where(
-            MetricRow.study_id == study.id,
+            MetricRow.study_id == study_id,
             MetricRow.name == metric,
             MetricRow.step == step,
             RunRow.state == TrialState.COMPLETED,
         )
     ).all()
     own = session.scalars(
-        select(MetricRow.value).where(MetricRow.run_id == run.id, MetricRow.name == metric)
+        select(MetricRow.value).where(MetricRow.run_id == run_id, MetricRow.name == metric)
     ).all()
     maximize = spec.objective.direction == "maximize"
     best = max([*own, value]) if maximize else min([*own, value])

@@ -9,18 +9,29 @@ fail repeating the recorded reason answers as the first one did, and writes noth
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from .._errors import Forbidden, InvalidSpec, OutOfOrderReport, TrialFinished, Unauthorized
 from ..schemas import TrialDetail
 from ..spec import StudySpec
-from ..storage import Database, MetricRow, RunRow, StudyRow, TrialRow, utcnow
+from ..storage import Database, RunRow, StudyRow, TrialRow, runs, studies, trials, utcnow
+from ..storage import metrics as metrics_table
 from ..vocabulary import FailureKind, TrialState
-from ._common import check_number, find_study, hash_token, spec_of, trial_not_found
+from ._common import (
+    MAX_INT,
+    check_number,
+    find_study,
+    hash_token,
+    spec_by_id,
+    spec_of,
+    study_where,
+    trial_not_found,
+)
 from ._early_stopping import judge
-from ._lifecycle import end_attempt, finish, transact
+from ._lifecycle import complete_if_done, end_attempt, finish, transact
 from ._reads import get_trial
 
 
@@ -51,6 +62,46 @@ def _authorized(session: Session, study: StudyRow, number: int, token: str | Non
             "'Authorization: Bearer <token>' with the token that ask returned"
         )
     raise Forbidden(_not_current(study, number))
+
+
+#: what the hot paths (report, heartbeat) need of the attempt and its study, in one query
+_ATTEMPT = (
+    runs.c.id,
+    runs.c.state,
+    runs.c.last_step,
+    runs.c.next_rung,
+    runs.c.trial_id,
+    runs.c.trial_number,
+    runs.c.study_id,
+    studies.c.name.label("study_name"),
+    studies.c.size.label("study_size"),
+    studies.c.handed_out,
+)
+
+
+def _attempt(session: Session, ref: str | int, number: int, token: str | None) -> Any:
+    """The attempt ``token`` was issued for (locked) with its study's id and name, in one
+    query; the same errors as :func:`_authorized` when there is none."""
+    condition = study_where(ref)
+    if token and condition is not None and 0 <= number <= MAX_INT:
+        row = (
+            session.connection()
+            .execute(
+                select(*_ATTEMPT)
+                .select_from(runs.join(studies, studies.c.id == runs.c.study_id))
+                .where(
+                    condition,
+                    runs.c.trial_number == number,
+                    runs.c.token_hash == hash_token(token),
+                )
+                .with_for_update(of=runs)
+            )
+            .first()
+        )
+        if row is not None:
+            return row
+    _authorized(session, find_study(session, ref), number, token)
+    raise AssertionError("unreachable: no attempt has this token, so _authorized raised")
 
 
 def _not_current(study: StudyRow, number: int) -> str:
@@ -107,49 +158,97 @@ def report(
     """Record one step's metrics; return True when the trial should stop now."""
 
     def record(session: Session) -> bool:
-        study = find_study(session, ref)
-        run = _authorized(session, study, number, token)
+        run = _attempt(session, ref, number, token)
         if run.last_step is not None and step <= run.last_step:
-            if _recorded(session, run, step) == metrics:
-                return run.state != TrialState.RUNNING  # a resent report: answer it again
+            if _recorded(session, run.id, step) == metrics:
+                return bool(run.state != TrialState.RUNNING)  # a resent report: answer again
             raise OutOfOrderReport(
                 f"trial {number} already reported step {run.last_step}; steps must increase, "
                 f"but this report is for step {step}"
             )
         if run.state == TrialState.CANCELLED:
             return True
-        _require_running(session, study, run, "take more reports")
-        spec = spec_of(db, study)
+        if run.state != TrialState.RUNNING:
+            study = find_study(session, ref)
+            _require_running(session, study, _run(session, run.id), "take more reports")
+        spec = spec_by_id(db, session, run.study_id)
         value = objective(spec, metrics, "report")
-        verdict = judge(session, study, spec, run, step=step, value=value)
-        now = utcnow()
-        session.add_all(
-            MetricRow(
-                run_id=run.id,
-                study_id=study.id,
-                trial_number=number,
-                step=step,
-                name=name,
-                value=val,
-            )
-            for name, val in metrics.items()
+        verdict = judge(
+            session,
+            study_id=run.study_id,
+            study_name=run.study_name,
+            spec=spec,
+            run_id=run.id,
+            trial_number=number,
+            next_rung=run.next_rung,
+            step=step,
+            value=value,
         )
-        run.last_step = step
-        _mark_alive(run, now)
+        now = utcnow()
+        conn = session.connection()
+        conn.execute(
+            insert(metrics_table),
+            [
+                {
+                    "run_id": run.id,
+                    "study_id": run.study_id,
+                    "trial_number": number,
+                    "step": step,
+                    "name": name,
+                    "value": val,
+                }
+                for name, val in metrics.items()
+            ],
+        )
+        ended = {"state": TrialState.PRUNED, "finished_at": now} if verdict.stop else {}
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == run.id)
+            .values(
+                last_step=step,
+                next_rung=verdict.next_rung,
+                heartbeat_at=now,
+                worker_started_at=func.coalesce(runs.c.worker_started_at, now),
+                **ended,
+            )
+        )
         if verdict.stop:
-            trial = _locked_trial(session, run)
-            finish(session, study, trial, run, state=TrialState.PRUNED, now=now, value=value)
+            _prune(session, run, value, now)
         return verdict.stop
 
     return transact(db, record, write=True)
 
 
-def _recorded(session: Session, run: RunRow, step: int) -> dict[str, float]:
-    rows = session.execute(
-        select(MetricRow.name, MetricRow.value).where(
-            MetricRow.run_id == run.id, MetricRow.step == step
+def _prune(session: Session, run: Any, value: float, now: datetime) -> None:
+    """End a pruned trial (its attempt ended with the report's own update), and complete the
+    study only when its budget is all handed out (the common case reads nothing more)."""
+    session.connection().execute(
+        update(trials)
+        .where(trials.c.id == run.trial_id)
+        .values(state=TrialState.PRUNED, finished_at=now, value=value)
+    )
+    if run.study_size is not None and run.handed_out >= run.study_size:
+        study = session.get(StudyRow, run.study_id)
+        if study is not None:
+            complete_if_done(session, study, now)
+
+
+def _run(session: Session, run_id: int) -> RunRow:
+    run = session.get(RunRow, run_id, populate_existing=True)
+    assert run is not None  # locked by this transaction
+    return run
+
+
+def _recorded(session: Session, run_id: int, step: int) -> dict[str, float]:
+    rows = (
+        session.connection()
+        .execute(
+            select(metrics_table.c.name, metrics_table.c.value).where(
+                metrics_table.c.run_id == run_id, metrics_table.c.step == step
+            )
         )
-    ).all()
+        .all()
+    )
     return {name: value for name, value in rows}
 
 
@@ -165,16 +264,22 @@ def heartbeat(
     """A worker says it is alive (and where it runs); True means stop now."""
 
     def beat(session: Session) -> bool:
-        study = find_study(session, ref)
-        run = _authorized(session, study, number, token)
+        run = _attempt(session, ref, number, token)
         if run.state == TrialState.CANCELLED:
             return True
-        _require_running(session, study, run, "send heartbeats")
-        _mark_alive(run, utcnow())
+        if run.state != TrialState.RUNNING:
+            study = find_study(session, ref)
+            _require_running(session, study, _run(session, run.id), "send heartbeats")
+        now = utcnow()
+        values: dict[str, Any] = {
+            "heartbeat_at": now,
+            "worker_started_at": func.coalesce(runs.c.worker_started_at, now),
+        }
         if worker is not None:
-            run.worker = worker
+            values["worker"] = worker
         if gpus is not None:
-            run.gpus = gpus
+            values["gpus"] = gpus
+        session.connection().execute(update(runs).where(runs.c.id == run.id).values(**values))
         return False
 
     return transact(db, beat, write=True)

@@ -11,6 +11,11 @@ from ._models import (
     StudyRow,
     TrialRow,
     UTCDateTime,
+    metrics,
+    rungs,
+    runs,
+    studies,
+    trials,
     utcnow,
 )
 
@@ -26,5 +31,10 @@ __all__ = [
     "TrialRow",
     "UTCDateTime",
     "is_transient",
+    "metrics",
+    "rungs",
+    "runs",
+    "studies",
+    "trials",
     "utcnow",
 ]

@@ -66,9 +66,30 @@ def _optuna_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+_STATEMENTS = "hpo_statements"
+
+
+def _count_from_zero(connection: Connection) -> None:
+    connection.info[_STATEMENTS] = 0
+
+
+def _count(connection: Connection, *_: Any) -> None:
+    connection.info[_STATEMENTS] = connection.info.get(_STATEMENTS, 0) + 1
+
+
+def _note_fresh_disconnect(context: Any) -> None:
+    """A connection the server had dropped (a restart, an idle timeout) fails the first
+    statement of a transaction: nothing of it ran, so it may be run again on a new one."""
+    connection = context.connection
+    if context.is_disconnect and connection is not None and not connection.info.get(_STATEMENTS):
+        context.sqlalchemy_exception.hpo_fresh_disconnect = True
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether a failed transaction lost a race (deadlock, serialization, a locked SQLite
     file) and may be run again as it was."""
+    if getattr(exc, "hpo_fresh_disconnect", False):
+        return True
     if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
         return False
     code = getattr(exc.orig, "pgcode", None)
@@ -101,9 +122,15 @@ class Database:
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             kwargs = {"connect_args": {"timeout": _SQLITE_TIMEOUT_S, "check_same_thread": False}}
         else:
-            kwargs = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 30}
+            # no ping before every checkout (a round trip per transaction): a connection the
+            # server dropped fails the first statement of a transaction, and run() starts that
+            # transaction over on a new one
+            kwargs = {"pool_size": 10, "max_overflow": 30}
         self.engine: Engine = create_engine(url, **kwargs)
         reads: Engine = self.engine
+        event.listen(self.engine, "begin", _count_from_zero)
+        event.listen(self.engine, "after_cursor_execute", _count)
+        event.listen(self.engine, "handle_error", _note_fresh_disconnect)
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -113,7 +140,8 @@ class Database:
             self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False
         )
         self._reads = sessionmaker(reads, expire_on_commit=False)
-        self._optuna_kwargs = kwargs
+        # the mirror's engine pings: it runs in the background, where a round trip is cheap
+        self._optuna_kwargs = {**kwargs, "pool_pre_ping": self.dialect != "sqlite"}
         self._optuna: optuna.storages.RDBStorage | None = None
         self._optuna_lock = threading.Lock()
         # SQLite has no row locks: one process serializes its writers with this lock.

@@ -80,7 +80,11 @@ def upgrade() -> None:
         sa.Column("trial_number", sa.Integer(), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
     )
-    op.create_index("ix_hpo_rungs_study_bracket_rung", "hpo_rungs", ["study_id", "bracket", "rung"])
+    op.create_index(
+        "ix_hpo_rungs_study_bracket_rung_value",
+        "hpo_rungs",
+        ["study_id", "bracket", "rung", "value"],
+    )
     op.create_table(
         "hpo_optuna_studies",
         sa.Column(
