@@ -46,13 +46,6 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             if settings.mirror
             else None
         )
-        import os
-
-        import anyio.to_thread
-
-        anyio.to_thread.current_default_thread_limiter().total_tokens = int(
-            os.environ.get("HPO_THREADS_EXPERIMENT", "40")
-        )
         reaper.start()
         if mirror is not None:
             mirror.start()
