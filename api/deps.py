@@ -1,4 +1,9 @@
-"""Injected dependencies: the database and settings the app was built with."""
+"""Injected dependencies: the database and settings the app was built with.
+
+They are ``async def`` although they never wait: FastAPI runs a plain ``def`` dependency in
+its thread pool, a thread hop per dependency per request, which the trial protocol's calls
+(two dependencies each, many times a second) would pay for nothing.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,17 @@ from hpo.settings import Settings
 from hpo.storage import Database
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_token(authorization: Annotated[str | None, Header()] = None) -> str | None:
+async def get_token(authorization: Annotated[str | None, Header()] = None) -> str | None:
     """The trial token from ``Authorization: Bearer <token>``."""
     if not authorization:
         return None

@@ -9,6 +9,8 @@ import httpx
 import optuna
 import pytest
 
+from hpo import service
+from hpo.storage import Database
 from tests._servers import controller
 from tests.conftest import make_spec
 
@@ -69,6 +71,9 @@ def test_concurrent_completes_on_two_controllers_finish_a_trial_once(
     codes = sorted(r.status_code for r in answers)
     assert codes == [200] + [409] * 9, codes
     winner = next(r.json() for r in answers if r.status_code == 200)
+    mirror = Database(fresh_postgres, upgrade=False)
+    service.sync_optuna(mirror, wait=30)  # the controllers' mirrors follow in the background
+    mirror.dispose()
     frozen = optuna.load_study(study_name="once", storage=fresh_postgres).trials[0]
     assert frozen.state == optuna.trial.TrialState.COMPLETE
     assert frozen.value == pytest.approx(winner["value"])

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import algorithms
@@ -21,9 +21,10 @@ from ..algorithms import PastTrial
 from ..budget import decide_ask, wall_clock_spent
 from ..schemas import TrialAssignment
 from ..spec import StudySpec
-from ..storage import Database, RunRow, StudyRow, TrialRow, runs, studies, trials, utcnow
+from ..storage import Database, RunRow, StudyRow, TrialRow, studies, utcnow
 from ..vocabulary import StudyStatus, TrialState
-from ._common import hash_token, spec_by_id, study_not_found, study_where
+from . import _statements as sql
+from ._common import hash_token, spec_by_id, study_key, study_not_found
 from ._lifecycle import transact
 
 _HISTORY_STATES = (TrialState.COMPLETED, TrialState.PRUNED, TrialState.RUNNING, TrialState.PENDING)
@@ -71,10 +72,11 @@ _STUDY = (
 
 
 def _study(session: Session, ref: str | int) -> Any:
-    condition = study_where(ref)
+    key = study_key(ref)
     row = None
-    if condition is not None:
-        row = session.connection().execute(select(*_STUDY).where(condition)).first()
+    if key is not None:
+        statement = sql.STUDY_BY_ID if key[0] else sql.STUDY_BY_NAME
+        row = session.connection().execute(statement, {"b_ref": key[1]}).first()
     if row is None:
         raise study_not_found(ref)
     return row
@@ -139,25 +141,10 @@ def _hand_out(
     now = utcnow()
     token = secrets.token_urlsafe(32)
     conn = session.connection()
-    retry = conn.execute(
-        select(runs.c.id, runs.c.trial_id, runs.c.trial_number, runs.c.attempt)
-        .where(runs.c.study_id == snap.study_id, runs.c.state == TrialState.PENDING)
-        .order_by(runs.c.trial_number)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    ).first()
+    retry = conn.execute(sql.PENDING, {"b_study": snap.study_id}).first()
     if retry is not None:
         return _hand_out_retry(session, snap, retry, token, worker, now)
-    numbered = conn.execute(
-        update(studies)
-        .where(
-            studies.c.id == snap.study_id,
-            studies.c.status == StudyStatus.RUNNING,
-            or_(studies.c.size.is_(None), studies.c.handed_out < studies.c.size),
-        )
-        .values(handed_out=studies.c.handed_out + 1, version=studies.c.version + 1, updated_at=now)
-        .returning(studies.c.handed_out)
-    ).first()
+    numbered = conn.execute(sql.NUMBERED, {"b_study": snap.study_id, "b_now": now}).first()
     if numbered is None:
         _refuse(session, snap)
     number = numbered.handed_out - 1
@@ -166,34 +153,22 @@ def _hand_out(
     else:
         params = _draw(snap, number)
     trial_id = conn.execute(
-        insert(trials)
-        .values(
-            study_id=snap.study_id,
-            number=number,
-            state=TrialState.RUNNING,
-            params=params,
-            attempts=1,
-            started_at=now,
-        )
-        .returning(trials.c.id)
+        sql.NEW_TRIAL,
+        {"b_study": snap.study_id, "b_number": number, "b_params": params, "b_now": now},
     ).scalar_one()
     run_id = conn.execute(
-        insert(runs)
-        .values(
-            study_id=snap.study_id,
-            trial_id=trial_id,
-            trial_number=number,
-            attempt=1,
-            state=TrialState.RUNNING,
-            token_hash=hash_token(token),
-            worker=worker,
-            next_rung=0,
-            started_at=now,
-            heartbeat_at=now,
-        )
-        .returning(runs.c.id)
+        sql.NEW_RUN,
+        {
+            "b_study": snap.study_id,
+            "b_trial": trial_id,
+            "b_number": number,
+            "b_token": hash_token(token),
+            "b_worker": worker,
+            "b_now": now,
+            "b_now_too": now,
+        },
     ).scalar_one()
-    conn.execute(update(trials).where(trials.c.id == trial_id).values(latest_run_id=run_id))
+    conn.execute(sql.LATEST_RUN, {"b_trial": trial_id, "b_run": run_id})
     return TrialAssignment(study=snap.name, number=number, params=params, token=token)
 
 
@@ -201,28 +176,22 @@ def _hand_out_retry(
     session: Session, snap: _Snapshot, run: Any, token: str, worker: str | None, now: Any
 ) -> TrialAssignment:
     conn = session.connection()
-    status = conn.execute(select(studies.c.status).where(studies.c.id == snap.study_id)).scalar()
+    status = conn.execute(sql.STUDY_STATUS, {"b_study": snap.study_id}).scalar()
     if status is None:
         raise study_not_found(snap.name)
     if status != StudyStatus.RUNNING:
         raise StudyNotRunning(f"study {snap.name!r} is {status}; it hands out no more trials")
     conn.execute(
-        update(runs)
-        .where(runs.c.id == run.id)
-        .values(
-            state=TrialState.RUNNING,
-            token_hash=hash_token(token),
-            worker=worker,
-            started_at=now,
-            heartbeat_at=now,
-        )
+        sql.RETRY_TAKEN,
+        {
+            "b_run": run.id,
+            "b_token": hash_token(token),
+            "b_worker": worker,
+            "b_now": now,
+            "b_now_too": now,
+        },
     )
-    params = conn.execute(
-        update(trials)
-        .where(trials.c.id == run.trial_id)
-        .values(state=TrialState.RUNNING)
-        .returning(trials.c.params)
-    ).scalar_one()
+    params = conn.execute(sql.RETRY_RUNNING, {"b_trial": run.trial_id}).scalar_one()
     return TrialAssignment(
         study=snap.name,
         number=run.trial_number,

@@ -50,6 +50,16 @@ def study_condition(ref: str | int) -> ColumnElement[bool] | None:
     return StudyRow.name == text if _NAME.fullmatch(text) else None
 
 
+def study_key(ref: str | int) -> tuple[bool, str | int] | None:
+    """``(True, id)`` or ``(False, name)`` for a study reference, or None when no study can
+    have it (checked before it reaches the database)."""
+    text = str(ref)
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        return (True, number) if number <= MAX_INT else None
+    return (False, text) if _NAME.fullmatch(text) else None
+
+
 def study_where(ref: str | int) -> ColumnElement[bool] | None:
     """:func:`study_condition` on the Core table ``hpo_studies`` (for the hot paths)."""
     text = str(ref)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .. import algorithms
 from ..spec import StudySpec
-from ..storage import MetricRow, RunRow, TrialRow, rungs
+from ..storage import MetricRow, RunRow, TrialRow
 from ..vocabulary import EarlyStopping, TrialState
+from . import _statements as sql
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def judge(
         )
         if outcome.recorded:
             session.connection().execute(
-                insert(rungs),
+                sql.ADD_RUNGS,
                 [
                     {
                         "run_id": run_id,
@@ -89,15 +90,11 @@ def _standing(
     """How many values other attempts recorded at the rung, and how many beat ``value``:
     counted by the database from the index, so no value travels. (The attempt judged has
     recorded nothing at this rung yet: it records a rung once it reaches it.)"""
-    better = rungs.c.value > value if maximize else rungs.c.value < value
     others, beating = (
         session.connection()
         .execute(
-            select(func.count(), func.coalesce(func.sum(case((better, 1), else_=0)), 0)).where(
-                rungs.c.study_id == study_id,
-                rungs.c.bracket == bracket,
-                rungs.c.rung == rung,
-            )
+            sql.STANDING_MAXIMIZE if maximize else sql.STANDING_MINIMIZE,
+            {"b_study": study_id, "b_bracket": bracket, "b_rung": rung, "b_value": value},
         )
         .one()
     )

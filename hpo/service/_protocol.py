@@ -11,15 +11,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .._errors import Forbidden, InvalidSpec, OutOfOrderReport, TrialFinished, Unauthorized
 from ..schemas import TrialDetail
 from ..spec import StudySpec
-from ..storage import Database, RunRow, StudyRow, TrialRow, runs, studies, trials, utcnow
-from ..storage import metrics as metrics_table
+from ..storage import Database, RunRow, StudyRow, TrialRow, utcnow
 from ..vocabulary import FailureKind, TrialState
+from . import _statements as sql
 from ._common import (
     MAX_INT,
     check_number,
@@ -27,7 +27,7 @@ from ._common import (
     hash_token,
     spec_by_id,
     spec_of,
-    study_where,
+    study_key,
     trial_not_found,
 )
 from ._early_stopping import judge
@@ -64,37 +64,17 @@ def _authorized(session: Session, study: StudyRow, number: int, token: str | Non
     raise Forbidden(_not_current(study, number))
 
 
-#: what the hot paths (report, heartbeat) need of the attempt and its study, in one query
-_ATTEMPT = (
-    runs.c.id,
-    runs.c.state,
-    runs.c.last_step,
-    runs.c.next_rung,
-    runs.c.trial_id,
-    runs.c.trial_number,
-    runs.c.study_id,
-    studies.c.name.label("study_name"),
-    studies.c.size.label("study_size"),
-    studies.c.handed_out,
-)
-
-
 def _attempt(session: Session, ref: str | int, number: int, token: str | None) -> Any:
-    """The attempt ``token`` was issued for (locked) with its study's id and name, in one
-    query; the same errors as :func:`_authorized` when there is none."""
-    condition = study_where(ref)
-    if token and condition is not None and 0 <= number <= MAX_INT:
+    """The attempt ``token`` was issued for (locked) with what a report needs of its study,
+    in one query; the same errors as :func:`_authorized` when there is none."""
+    key = study_key(ref)
+    if token and key is not None and 0 <= number <= MAX_INT:
+        by_id, value = key
         row = (
             session.connection()
             .execute(
-                select(*_ATTEMPT)
-                .select_from(runs.join(studies, studies.c.id == runs.c.study_id))
-                .where(
-                    condition,
-                    runs.c.trial_number == number,
-                    runs.c.token_hash == hash_token(token),
-                )
-                .with_for_update(of=runs)
+                sql.ATTEMPT_BY_ID if by_id else sql.ATTEMPT_BY_NAME,
+                {"b_ref": value, "b_number": number, "b_token": hash_token(token)},
             )
             .first()
         )
@@ -187,7 +167,7 @@ def report(
         now = utcnow()
         conn = session.connection()
         conn.execute(
-            insert(metrics_table),
+            sql.ADD_METRICS,
             [
                 {
                     "run_id": run.id,
@@ -200,17 +180,16 @@ def report(
                 for name, val in metrics.items()
             ],
         )
-        ended = {"state": TrialState.PRUNED, "finished_at": now} if verdict.stop else {}
         conn.execute(
-            update(runs)
-            .where(runs.c.id == run.id)
-            .values(
-                last_step=step,
-                next_rung=verdict.next_rung,
-                heartbeat_at=now,
-                worker_started_at=func.coalesce(runs.c.worker_started_at, now),
-                **ended,
-            )
+            sql.REPORTED_AND_PRUNED if verdict.stop else sql.REPORTED,
+            {
+                "b_run": run.id,
+                "b_step": step,
+                "b_next_rung": verdict.next_rung,
+                "b_now": now,
+                "b_now_too": now,
+                **({"b_ended": now} if verdict.stop else {}),
+            },
         )
         if verdict.stop:
             _prune(session, run, value, now)
@@ -223,9 +202,7 @@ def _prune(session: Session, run: Any, value: float, now: datetime) -> None:
     """End a pruned trial (its attempt ended with the report's own update), and complete the
     study only when its budget is all handed out (the common case reads nothing more)."""
     session.connection().execute(
-        update(trials)
-        .where(trials.c.id == run.trial_id)
-        .values(state=TrialState.PRUNED, finished_at=now, value=value)
+        sql.TRIAL_PRUNED, {"b_trial": run.trial_id, "b_now": now, "b_value": value}
     )
     if run.study_size is not None and run.handed_out >= run.study_size:
         study = session.get(StudyRow, run.study_id)
@@ -240,15 +217,7 @@ def _run(session: Session, run_id: int) -> RunRow:
 
 
 def _recorded(session: Session, run_id: int, step: int) -> dict[str, float]:
-    rows = (
-        session.connection()
-        .execute(
-            select(metrics_table.c.name, metrics_table.c.value).where(
-                metrics_table.c.run_id == run_id, metrics_table.c.step == step
-            )
-        )
-        .all()
-    )
+    rows = session.connection().execute(sql.RECORDED, {"b_run": run_id, "b_step": step}).all()
     return {name: value for name, value in rows}
 
 
@@ -271,15 +240,10 @@ def heartbeat(
             study = find_study(session, ref)
             _require_running(session, study, _run(session, run.id), "send heartbeats")
         now = utcnow()
-        values: dict[str, Any] = {
-            "heartbeat_at": now,
-            "worker_started_at": func.coalesce(runs.c.worker_started_at, now),
-        }
-        if worker is not None:
-            values["worker"] = worker
-        if gpus is not None:
-            values["gpus"] = gpus
-        session.connection().execute(update(runs).where(runs.c.id == run.id).values(**values))
+        session.connection().execute(
+            sql.HEARD_FROM,
+            {"b_run": run.id, "b_now": now, "b_now_too": now, "b_worker": worker, "b_gpus": gpus},
+        )
         return False
 
     return transact(db, beat, write=True)
