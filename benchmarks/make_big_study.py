@@ -277,8 +277,6 @@ def insert_trials(
         .values(final_metrics=null())
     )
     run_ids = _ids(conn, select(RunRow.trial_number, RunRow.id).where(RunRow.study_id == study_id))
-    latest = select(RunRow.id).where(RunRow.trial_id == TrialRow.id).scalar_subquery()
-    conn.execute(update(TrialRow).where(TrialRow.study_id == study_id).values(latest_run_id=latest))
     for chunk in _chunks(_metric_rows(study_id, trials, run_ids), _CHUNK):
         conn.execute(insert(MetricRow), chunk)
     for chunk in _chunks(_rung_rows(spec, study_id, trials, run_ids), _CHUNK):

@@ -45,7 +45,7 @@ def assert_whole(db: Database, study: str) -> None:
     study_id, status, handed_out, size = found[0]
     trials = _rows(
         db,
-        "SELECT id, number, state, attempts, latest_run_id FROM hpo_trials "
+        "SELECT id, number, state, attempts FROM hpo_trials "
         "WHERE study_id = :s ORDER BY number",
         s=study_id,
     )
@@ -58,7 +58,7 @@ def assert_whole(db: Database, study: str) -> None:
             t=t.id,
         )
         assert [r.attempt for r in runs] == list(range(1, t.attempts + 1))
-        assert runs[-1].id == t.latest_run_id
+        assert len(runs) == t.attempts
         assert runs[-1].state == t.state, f"trial {t.number}: {t.state} but run {runs[-1]}"
         assert all(r.state in ("failed", "cancelled") for r in runs[:-1])
         live += t.state in ("running", "pending")
@@ -78,8 +78,9 @@ def assert_mirrored(db: Database, study: str) -> None:
     service.sync_optuna(db, wait=30)
     ours = _rows(
         db,
-        "SELECT t.number, t.state, t.params, t.value, t.latest_run_id, s.spec "
+        "SELECT t.number, t.state, t.params, t.value, r.id AS latest_run_id, s.spec "
         "FROM hpo_trials t JOIN hpo_studies s ON s.id = t.study_id "
+        "JOIN hpo_trial_runs r ON r.trial_id = t.id AND r.attempt = t.attempts "
         "WHERE s.name = :n ORDER BY t.number",
         n=study,
     )

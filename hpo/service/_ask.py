@@ -21,7 +21,7 @@ from ..algorithms import PastTrial
 from ..budget import decide_ask, wall_clock_spent
 from ..schemas import TrialAssignment
 from ..spec import StudySpec
-from ..storage import Database, RunRow, StudyRow, TrialRow, studies, utcnow
+from ..storage import Database, RunRow, StudyRow, TrialRow, latest_attempt, studies, utcnow
 from ..vocabulary import StudyStatus, TrialState
 from . import _statements as sql
 from ._common import hash_token, spec_by_id, study_key, study_not_found
@@ -109,7 +109,7 @@ def _refuse_if_over(name: str, status: str, created_at: Any, spec: StudySpec) ->
 def _history(session: Session, study_id: int) -> list[PastTrial]:
     rows = session.execute(
         select(TrialRow.number, TrialRow.state, TrialRow.params, TrialRow.value, RunRow.last_step)
-        .join(RunRow, RunRow.id == TrialRow.latest_run_id, isouter=True)
+        .join(RunRow, latest_attempt(), isouter=True)
         .where(TrialRow.study_id == study_id, TrialRow.state.in_(_HISTORY_STATES))
         .order_by(TrialRow.number)
     ).all()
@@ -152,23 +152,20 @@ def _hand_out(
         params = snap.guess[1]
     else:
         params = _draw(snap, number)
-    trial_id = conn.execute(
-        sql.NEW_TRIAL,
-        {"b_study": snap.study_id, "b_number": number, "b_params": params, "b_now": now},
-    ).scalar_one()
-    run_id = conn.execute(
-        sql.NEW_RUN,
-        {
-            "b_study": snap.study_id,
-            "b_trial": trial_id,
-            "b_number": number,
-            "b_token": hash_token(token),
-            "b_worker": worker,
-            "b_now": now,
-            "b_now_too": now,
-        },
-    ).scalar_one()
-    conn.execute(sql.LATEST_RUN, {"b_trial": trial_id, "b_run": run_id})
+    values = {
+        "b_study": snap.study_id,
+        "b_number": number,
+        "b_params": params,
+        "b_token": hash_token(token),
+        "b_worker": worker,
+        "b_now": now,
+        "b_now_too": now,
+    }
+    if conn.dialect.name == "postgresql":
+        conn.execute(sql.NEW_TRIAL_AND_RUN, values)
+    else:
+        values["b_trial"] = conn.execute(sql.NEW_TRIAL, values).scalar_one()
+        conn.execute(sql.NEW_RUN, values)
     return TrialAssignment(study=snap.name, number=number, params=params, token=token)
 
 

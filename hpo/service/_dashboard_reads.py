@@ -11,11 +11,11 @@ from collections import defaultdict
 from typing import Any
 
 import optuna
-from sqlalchemy import and_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .. import algorithms
-from ..storage import Database, MetricRow, RunRow, TrialRow
+from ..storage import Database, MetricRow, RunRow, TrialRow, latest_attempt
 from ..vocabulary import TrialState
 from ._common import find_study, spec_of
 from ._lifecycle import transact
@@ -34,7 +34,8 @@ def objective_curves(
         name = metric or spec_of(db, row).objective.metric
         query = (
             select(MetricRow.trial_number, MetricRow.step, MetricRow.value)
-            .join(TrialRow, and_(TrialRow.latest_run_id == MetricRow.run_id))
+            .join(RunRow, RunRow.id == MetricRow.run_id)
+            .join(TrialRow, latest_attempt())
             .where(MetricRow.study_id == row.id, MetricRow.name == name)
             .order_by(MetricRow.trial_number, MetricRow.step)
         )

@@ -119,20 +119,20 @@ def end_attempt(
     run.state, run.finished_at = TrialState.FAILED, now
     # the new attempt starts clean: the early-stopping rule never sees the old one's values
     session.execute(delete(RungRow).where(RungRow.run_id == run.id))
-    retry_run = RunRow(
-        study_id=study.id,
-        trial_id=trial.id,
-        trial_number=trial.number,
-        attempt=run.attempt + 1,
-        state=TrialState.PENDING,
-        token_hash="",  # no token until a worker takes it
-        started_at=now,
-        heartbeat_at=now,
+    session.add(
+        RunRow(
+            study_id=study.id,
+            trial_id=trial.id,
+            trial_number=trial.number,
+            attempt=run.attempt + 1,
+            state=TrialState.PENDING,
+            token_hash="",  # no token until a worker takes it
+            started_at=now,
+            heartbeat_at=now,
+        )
     )
-    session.add(retry_run)
-    session.flush()
     trial.state, trial.finished_at = TrialState.PENDING, None
-    trial.attempts, trial.latest_run_id = trial.attempts + 1, retry_run.id
+    trial.attempts = trial.attempts + 1  # the retry is now the latest attempt
     note(
         session,
         logging.WARNING,

@@ -45,6 +45,7 @@ from ..storage import (
     RunRow,
     StudyRow,
     TrialRow,
+    latest_attempt,
     utcnow,
 )
 from ..vocabulary import TrialState
@@ -291,12 +292,12 @@ def _unmirrored(session: Session, study_id: int, objective: str) -> list[_Trial]
             TrialRow.attempts,
             TrialRow.started_at,
             TrialRow.finished_at,
-            TrialRow.latest_run_id,
+            RunRow.id.label("run_id"),
             RunRow.error,
             RunRow.failure_kind,
             RunRow.final_metrics,
         )
-        .join(RunRow, RunRow.id == TrialRow.latest_run_id, isouter=True)
+        .join(RunRow, latest_attempt(), isouter=True)
         .where(
             TrialRow.study_id == study_id,
             or_(TrialRow.mirrored.is_(None), TrialRow.mirrored != TrialRow.state),
@@ -320,7 +321,7 @@ def _unmirrored(session: Session, study_id: int, objective: str) -> list[_Trial]
         for r in rows
     ]
     finished = {
-        r.latest_run_id: t
+        r.run_id: t
         for r, t in zip(rows, trials, strict=True)
         if optuna_state(t.state).is_finished()
     }

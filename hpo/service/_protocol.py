@@ -96,7 +96,7 @@ def _require_running(session: Session, study: StudyRow, run: RunRow, action: str
     if run.state == TrialState.RUNNING:
         return
     trial = session.get(TrialRow, run.trial_id)
-    if trial is not None and trial.latest_run_id != run.id:
+    if trial is not None and trial.attempts != run.attempt:
         raise Forbidden(_not_current(study, run.trial_number))
     raise TrialFinished(
         f"trial {run.trial_number} of study {study.name!r} is already {run.state}, so it "

@@ -14,7 +14,7 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from ..schemas import ReportPublic, RunPublic, TrialDetail, TrialPublic
-from ..storage import Database, MetricRow, RunRow, TrialRow
+from ..storage import Database, MetricRow, RunRow, TrialRow, latest_attempt
 from ..vocabulary import TrialState
 from ._common import find_study, find_trial
 from ._lifecycle import transact
@@ -56,7 +56,7 @@ def trial_rows(session: Session, study_id: int) -> list[TrialPublic]:
     """Every trial of a study in number order (for the dashboard's views)."""
     rows = session.execute(
         select(*_COLUMNS)
-        .join(RunRow, RunRow.id == TrialRow.latest_run_id, isouter=True)
+        .join(RunRow, latest_attempt(), isouter=True)
         .where(TrialRow.study_id == study_id)
         .order_by(TrialRow.number)
     ).all()
@@ -88,7 +88,7 @@ def list_trials(
         order = [key.is_(None), key.desc() if descending else key.asc(), TrialRow.number]
         rows = session.execute(
             select(*_COLUMNS)
-            .join(RunRow, RunRow.id == TrialRow.latest_run_id, isouter=True)
+            .join(RunRow, latest_attempt(), isouter=True)
             .where(*where)
             .order_by(*order)
             .limit(limit)

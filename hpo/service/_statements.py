@@ -14,11 +14,13 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BindParameter,
+    Insert,
     Select,
     bindparam,
     case,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -161,27 +163,65 @@ NEW_TRIAL = (
     )
     .returning(trials.c.id)
 )
-NEW_RUN = (
-    insert(runs)
-    .values(
-        study_id=bindparam("b_study"),
-        trial_id=bindparam("b_trial"),
-        trial_number=bindparam("b_number"),
-        attempt=1,
-        state=TrialState.RUNNING,
-        token_hash=bindparam("b_token"),
-        worker=bindparam("b_worker", type_=runs.c.worker.type),
-        next_rung=0,
-        started_at=_now(),
-        heartbeat_at=_now("b_now_too"),
+NEW_RUN = insert(runs).values(
+    study_id=bindparam("b_study"),
+    trial_id=bindparam("b_trial"),
+    trial_number=bindparam("b_number"),
+    attempt=1,
+    state=TrialState.RUNNING,
+    token_hash=bindparam("b_token"),
+    worker=bindparam("b_worker", type_=runs.c.worker.type),
+    next_rung=0,
+    started_at=_now(),
+    heartbeat_at=_now("b_now_too"),
+)
+
+
+def _trial_and_run() -> Insert:
+    """NEW_TRIAL and NEW_RUN in one statement, on PostgreSQL: an ask holds its study's row
+    lock from numbering the trial to its commit, so a round trip less there is a shorter
+    queue of asks."""
+    trial = (
+        insert(trials)
+        .values(
+            study_id=bindparam("b_study"),
+            number=bindparam("b_number"),
+            state=TrialState.RUNNING,
+            params=bindparam("b_params", type_=JSON()),
+            attempts=1,
+            started_at=_now(),
+        )
+        .returning(trials.c.id)
+        .cte("new_trial")
     )
-    .returning(runs.c.id)
-)
-LATEST_RUN = (
-    update(trials)
-    .where(trials.c.id == bindparam("b_trial"))
-    .values(latest_run_id=bindparam("b_run"))
-)
+    columns = (
+        "study_id",
+        "trial_id",
+        "trial_number",
+        "attempt",
+        "state",
+        "token_hash",
+        "worker",
+        "next_rung",
+        "started_at",
+        "heartbeat_at",
+    )
+    values = select(
+        bindparam("b_study", type_=runs.c.study_id.type),
+        trial.c.id,
+        bindparam("b_number", type_=runs.c.trial_number.type),
+        literal(1),
+        literal(str(TrialState.RUNNING)),
+        bindparam("b_token", type_=runs.c.token_hash.type),
+        bindparam("b_worker", type_=runs.c.worker.type),
+        literal(0),
+        _now("b_now_too"),
+        _now("b_now_too"),
+    )
+    return insert(runs).from_select(columns, values)
+
+
+NEW_TRIAL_AND_RUN = _trial_and_run()
 STUDY_STATUS = select(studies.c.status).where(studies.c.id == bindparam("b_study"))
 RETRY_TAKEN = (
     update(runs)

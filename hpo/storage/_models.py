@@ -24,10 +24,12 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 
@@ -106,9 +108,8 @@ class TrialRow(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     #: the objective: the completed value, or a pruned trial's value at its last step
     value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: attempts so far; the run record with this ``attempt`` is the latest (``latest_attempt``)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
-    #: the run record of the latest attempt
-    latest_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     #: the state the Optuna mirror last wrote for this trial; null before it wrote any
@@ -122,6 +123,7 @@ class RunRow(Base):
     __table_args__ = (
         UniqueConstraint("study_id", "trial_number", "attempt"),
         Index("ix_hpo_trial_runs_study_state", "study_id", "state"),
+        Index("ix_hpo_trial_runs_trial_attempt", "trial_id", "attempt", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -231,3 +233,8 @@ trials = cast(Table, TrialRow.__table__)
 runs = cast(Table, RunRow.__table__)
 metrics = cast(Table, MetricRow.__table__)
 rungs = cast(Table, RungRow.__table__)
+
+
+def latest_attempt() -> ColumnElement[bool]:
+    """The join of a trial (``hpo_trials``) to the run record of its latest attempt."""
+    return and_(runs.c.trial_id == trials.c.id, runs.c.attempt == trials.c.attempts)

@@ -47,7 +47,6 @@ def upgrade() -> None:
         sa.Column("params", sa.JSON(), nullable=False),
         sa.Column("value", sa.Float(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("latest_run_id", sa.Integer(), nullable=True),
         sa.Column("started_at", _TS, nullable=False),
         sa.Column("finished_at", _TS, nullable=True),
         sa.Column("mirrored", sa.String(16), nullable=True),
@@ -117,6 +116,9 @@ def upgrade() -> None:
             "fk_hpo_trial_runs_trial_id", "hpo_trials", ["trial_id"], ["id"], ondelete="CASCADE"
         )
     op.create_index("ix_hpo_trial_runs_study_state", "hpo_trial_runs", ["study_id", "state"])
+    op.create_index(
+        "ix_hpo_trial_runs_trial_attempt", "hpo_trial_runs", ["trial_id", "attempt"], unique=True
+    )
     op.create_index("ix_hpo_metrics_study_name_step", "hpo_metrics", ["study_id", "name", "step"])
     _carry_over(op.get_bind())
     op.drop_column("hpo_trial_runs", "optuna_trial_id")
@@ -221,8 +223,8 @@ def _carry_trial(
     trial_id = conn.execute(
         sa.text(
             "INSERT INTO hpo_trials (study_id, number, state, params, value, attempts, "
-            "latest_run_id, started_at, finished_at, mirrored) VALUES (:s, :n, :state, "
-            ":params, :value, :attempts, :latest, :started, :finished, :state) RETURNING id"
+            "started_at, finished_at, mirrored) VALUES (:s, :n, :state, "
+            ":params, :value, :attempts, :started, :finished, :state) RETURNING id"
         ).bindparams(sa.bindparam("params", type_=sa.JSON())),
         {
             "s": study_id,
@@ -233,7 +235,6 @@ def _carry_trial(
             else dict(trial.params),
             "value": value,
             "attempts": len(attempts),
-            "latest": latest.id,
             "started": attempts[0].started_at,
             "finished": latest.finished_at,
         },
