@@ -124,11 +124,14 @@ class RunRow(Base):
         UniqueConstraint("study_id", "trial_number", "attempt"),
         Index("ix_hpo_trial_runs_study_state", "study_id", "state"),
         Index("ix_hpo_trial_runs_trial_attempt", "trial_id", "attempt", unique=True),
+        # room on each page for the row's next version: a report's update (last step,
+        # heartbeat) then touches no index (PostgreSQL's HOT updates)
+        {"postgresql_with": {"fillfactor": 70}},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     study_id: Mapped[int] = mapped_column(
-        ForeignKey("hpo_studies.id", ondelete="CASCADE"), index=True
+        ForeignKey("hpo_studies.id", ondelete="CASCADE")
     )
     #: null only for runs carried over from before migration 0003 whose trial vanished
     trial_id: Mapped[int | None] = mapped_column(
@@ -163,13 +166,14 @@ class MetricRow(Base):
     __tablename__ = "hpo_metrics"
     __table_args__ = (
         UniqueConstraint("run_id", "step", "name"),
-        Index("ix_hpo_metrics_study_trial", "study_id", "trial_number"),
         Index("ix_hpo_metrics_study_name_step", "study_id", "name", "step"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("hpo_trial_runs.id", ondelete="CASCADE"))
-    study_id: Mapped[int] = mapped_column(ForeignKey("hpo_studies.id", ondelete="CASCADE"))
+    #: the run's study (for the indexed reads by study); no foreign key of its own: checking
+    #: one locked the study's row for every metric inserted, which every ask updates
+    study_id: Mapped[int] = mapped_column(Integer)
     trial_number: Mapped[int] = mapped_column(Integer)
     step: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(64))
@@ -192,7 +196,8 @@ class RungRow(Base):
         ForeignKey("hpo_trial_runs.id", ondelete="CASCADE"), primary_key=True
     )
     rung: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("hpo_studies.id", ondelete="CASCADE"))
+    #: the run's study; no foreign key of its own, for the same reason as hpo_metrics'
+    study_id: Mapped[int] = mapped_column(Integer)
     #: the Hyperband bracket of the trial (0 for plain successive halving)
     bracket: Mapped[int] = mapped_column(Integer)
     trial_number: Mapped[int] = mapped_column(Integer)

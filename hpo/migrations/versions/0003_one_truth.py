@@ -69,12 +69,7 @@ def upgrade() -> None:
             primary_key=True,
         ),
         sa.Column("rung", sa.Integer(), primary_key=True),
-        sa.Column(
-            "study_id",
-            sa.Integer(),
-            sa.ForeignKey("hpo_studies.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        sa.Column("study_id", sa.Integer(), nullable=False),
         sa.Column("bracket", sa.Integer(), nullable=False),
         sa.Column("trial_number", sa.Integer(), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
@@ -120,9 +115,48 @@ def upgrade() -> None:
         "ix_hpo_trial_runs_trial_attempt", "hpo_trial_runs", ["trial_id", "attempt"], unique=True
     )
     op.create_index("ix_hpo_metrics_study_name_step", "hpo_metrics", ["study_id", "name", "step"])
+    # every report writes these tables: indexes that no read uses any more only cost it
+    op.drop_index("ix_hpo_metrics_study_trial", table_name="hpo_metrics")
+    _drop_the_study_key_of_metrics(op.get_bind())
+    op.drop_index("ix_hpo_trial_runs_study_id", table_name="hpo_trial_runs")
+    if op.get_bind().dialect.name == "postgresql":
+        # room on each page for a row's next version: a report's update touches no index
+        op.execute("ALTER TABLE hpo_trial_runs SET (fillfactor = 70)")
     _carry_over(op.get_bind())
     op.drop_column("hpo_trial_runs", "optuna_trial_id")
     op.drop_column("hpo_studies", "optuna_study_id")
+
+
+def _drop_the_study_key_of_metrics(bind: sa.Connection) -> None:
+    """hpo_metrics.study_id loses its foreign key: PostgreSQL checked it by locking the study's
+    row (FOR KEY SHARE) for every metric inserted, a row every ask updates, and that check
+    was most of the database's time under load. The run_id key still ties a metric to a run,
+    and through it to its study."""
+    if bind.dialect.name == "postgresql":
+        for key in sa.inspect(bind).get_foreign_keys("hpo_metrics"):
+            if key["referred_table"] == "hpo_studies" and key["name"]:
+                op.drop_constraint(key["name"], "hpo_metrics", type_="foreignkey")
+        return
+    copy = sa.Table(
+        "hpo_metrics",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column(
+            "run_id",
+            sa.Integer(),
+            sa.ForeignKey("hpo_trial_runs.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("study_id", sa.Integer(), nullable=False),
+        sa.Column("trial_number", sa.Integer(), nullable=False),
+        sa.Column("step", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("value", sa.Float(), nullable=False),
+        sa.UniqueConstraint("run_id", "step", "name"),
+        sa.Index("ix_hpo_metrics_study_name_step", "study_id", "name", "step"),
+    )
+    with op.batch_alter_table("hpo_metrics", copy_from=copy, recreate="always"):
+        pass
 
 
 def downgrade() -> None:
