@@ -355,7 +355,7 @@ def _expected(trial: FakeTrial, dists: dict[str, Any]) -> dict[str, Any]:
     """What Optuna should read of a trial: the fields of its ``FrozenTrial``."""
     last = trial.curve[-1]
     state = "completed" if trial.completed else "pruned"
-    attrs: dict[str, Any] = {"hpo_state": state, "hpo_attempts": 1}
+    attrs: dict[str, Any] = {"hpo_state": state}  # hpo_attempts only after a retry
     if trial.completed:
         attrs["metrics"] = dict(last)
     return {
