@@ -11,7 +11,7 @@ from ._dashboard_reads import compute_spent, objective_curves, param_importances
 from ._lifecycle import reap
 from ._mirror import optuna_state, sync_optuna
 from ._protocol import complete, fail, heartbeat, report
-from ._reads import get_trial, list_trials, trial_rows
+from ._reads import get_trial, list_trials
 from ._studies import (
     best_trial,
     cancel_study,
@@ -41,5 +41,4 @@ __all__ = [
     "reap",
     "report",
     "sync_optuna",
-    "trial_rows",
 ]

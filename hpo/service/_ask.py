@@ -21,7 +21,7 @@ from ..algorithms import PastTrial
 from ..budget import decide_ask, wall_clock_spent
 from ..schemas import TrialAssignment
 from ..spec import StudySpec
-from ..storage import Database, RunRow, StudyRow, TrialRow, latest_attempt, studies, utcnow
+from ..storage import Database, RunRow, StudyRow, TrialRow, latest_attempt, utcnow
 from ..vocabulary import StudyStatus, TrialState
 from . import _statements as sql
 from ._common import hash_token, spec_by_id, study_key, study_not_found
@@ -37,6 +37,7 @@ class _Snapshot:
     spec: StudySpec
     created_at: Any
     history: list[PastTrial] | None = None
+    #: the number the history was read at, and what the sampler drew for it
     guess: tuple[int, dict[str, Any]] | None = None
 
 
@@ -56,19 +57,9 @@ def ask(db: Database, *, ref: str | int, worker: str | None = None) -> TrialAssi
         return transact(db, lambda s: _hand_out(db, s, ref, None, worker), write=True)
     except _NeedsHistory:
         pass
-    snap = transact(db, lambda s: _snapshot(db, s, ref))
-    assert snap.guess is not None
-    snap.guess = (snap.guess[0], _draw(snap, snap.guess[0]))
+    snap, number = transact(db, lambda s: _snapshot(db, s, ref))
+    snap.guess = (number, _draw(snap, number))
     return transact(db, lambda s: _hand_out(db, s, ref, snap, worker), write=True)
-
-
-_STUDY = (
-    studies.c.id,
-    studies.c.name,
-    studies.c.status,
-    studies.c.created_at,
-    studies.c.handed_out,
-)
 
 
 def _study(session: Session, ref: str | int) -> Any:
@@ -82,13 +73,15 @@ def _study(session: Session, ref: str | int) -> Any:
     return row
 
 
-def _snapshot(db: Database, session: Session, ref: str | int) -> _Snapshot:
+def _snapshot(db: Database, session: Session, ref: str | int) -> tuple[_Snapshot, int]:
+    """The study and its history, and the number the next trial will have if no other ask
+    takes it first."""
     row = _study(session, ref)
     spec = spec_by_id(db, session, row.id)
     _refuse_if_over(row.name, row.status, row.created_at, spec)
-    snap = _Snapshot(row.id, row.name, spec, row.created_at, _history(session, row.id))
-    snap.guess = (row.handed_out, {})
-    return snap
+    return _Snapshot(row.id, row.name, spec, row.created_at, _history(session, row.id)), (
+        row.handed_out
+    )
 
 
 def _refuse_if_over(name: str, status: str, created_at: Any, spec: StudySpec) -> None:

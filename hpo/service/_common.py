@@ -15,7 +15,7 @@ from .. import algorithms
 from .._errors import StudyNotFound, StudyUnreadable, TrialNotFound
 from ..budget import study_size
 from ..spec import StudySpec, format_validation_error
-from ..storage import Database, StudyRow, TrialRow, studies
+from ..storage import Database, StudyRow, TrialRow
 from ..vocabulary import LIVE_TRIAL_STATES, TrialState
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -40,19 +40,9 @@ def study_not_found(ref: str | int) -> StudyNotFound:
     )
 
 
-def study_condition(ref: str | int) -> ColumnElement[bool] | None:
-    """The condition selecting study ``ref`` (an id in ASCII digits, or a name), or None when
-    no study can have that reference (it is checked before it reaches the database)."""
-    text = str(ref)
-    if text.isascii() and text.isdigit():
-        number = int(text)
-        return StudyRow.id == number if number <= MAX_INT else None
-    return StudyRow.name == text if _NAME.fullmatch(text) else None
-
-
 def study_key(ref: str | int) -> tuple[bool, str | int] | None:
-    """``(True, id)`` or ``(False, name)`` for a study reference, or None when no study can
-    have it (checked before it reaches the database)."""
+    """``(True, id)`` for an id in ASCII digits, ``(False, name)`` for a name, or None when no
+    study can have that reference (it is checked before it reaches the database)."""
     text = str(ref)
     if text.isascii() and text.isdigit():
         number = int(text)
@@ -60,13 +50,13 @@ def study_key(ref: str | int) -> tuple[bool, str | int] | None:
     return (False, text) if _NAME.fullmatch(text) else None
 
 
-def study_where(ref: str | int) -> ColumnElement[bool] | None:
-    """:func:`study_condition` on the Core table ``hpo_studies`` (for the hot paths)."""
-    text = str(ref)
-    if text.isascii() and text.isdigit():
-        number = int(text)
-        return studies.c.id == number if number <= MAX_INT else None
-    return studies.c.name == text if _NAME.fullmatch(text) else None
+def study_condition(ref: str | int) -> ColumnElement[bool] | None:
+    """The condition selecting study ``ref``, or None (see :func:`study_key`)."""
+    key = study_key(ref)
+    if key is None:
+        return None
+    by_id, value = key
+    return StudyRow.id == value if by_id else StudyRow.name == value
 
 
 def find_study(session: Session, ref: str | int, *, lock: bool = False) -> StudyRow:

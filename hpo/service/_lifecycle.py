@@ -80,13 +80,7 @@ def complete_if_done(session: Session, study: StudyRow, now: datetime) -> bool:
     """
     if study.status != StudyStatus.RUNNING or study.size is None or study.handed_out < study.size:
         return False
-    session.execute(
-        select(StudyRow.id)
-        .where(StudyRow.id == study.id)
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    )
-    session.refresh(study)
+    session.refresh(study, with_for_update={"key_share": True})
     if study.status != StudyStatus.RUNNING or live_trials(session, study.id):
         return False
     study.status, study.finished_at = StudyStatus.COMPLETED, now

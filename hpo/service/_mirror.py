@@ -32,7 +32,7 @@ from typing import Any
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from .. import algorithms
@@ -48,6 +48,7 @@ from ..storage import (
     latest_attempt,
     utcnow,
 )
+from ..storage import trials as trials_table
 from ..vocabulary import TrialState
 from ._common import spec_of
 from ._lifecycle import transact
@@ -194,12 +195,12 @@ def _sync_claimed(
         log.warning("the Optuna mirror of study %s vanished; writing it again", row.name)
         transact(db, lambda s: _forget_study(s, study_id), write=True)
         return written
-    trials = transact(db, lambda s: _unmirrored(s, study_id, spec.objective.metric))
+    trials = transact(db, lambda s: _unmirrored(s, study_id, spec.objective.metric, limit))
     dists = algorithms.distributions(spec.space, grid=spec.algorithm.name == "grid")
     done: list[tuple[int, str]] = []
     young = utcnow() - timedelta(seconds=hold_running)
     try:
-        for trial in trials[:limit]:
+        for trial in trials:
             if (
                 trial.number == count
                 and not optuna_state(trial.state).is_finished()
@@ -281,7 +282,9 @@ def _record_study(session: Session, study_id: int, optuna_id: int | None) -> Non
     )
 
 
-def _unmirrored(session: Session, study_id: int, objective: str) -> list[_Trial]:
+def _unmirrored(session: Session, study_id: int, objective: str, limit: int | None) -> list[_Trial]:
+    """The first ``limit`` trials (in number order) that the mirror has not written as they
+    are now, with the objective per step of those that ended."""
     rows = session.execute(
         select(
             TrialRow.id,
@@ -303,6 +306,7 @@ def _unmirrored(session: Session, study_id: int, objective: str) -> list[_Trial]
             or_(TrialRow.mirrored.is_(None), TrialRow.mirrored != TrialRow.state),
         )
         .order_by(TrialRow.number)
+        .limit(limit)
     ).all()
     trials = [
         _Trial(
@@ -398,8 +402,12 @@ def _finish(storage: Any, optuna_id: int, trial: _Trial) -> None:
 
 
 def _mark(session: Session, *, done: list[tuple[int, str]]) -> None:
-    for trial_id, state in done:
-        session.execute(update(TrialRow).where(TrialRow.id == trial_id).values(mirrored=state))
+    session.connection().execute(
+        update(trials_table)
+        .where(trials_table.c.id == bindparam("b_trial"))
+        .values(mirrored=bindparam("b_state")),
+        [{"b_trial": trial_id, "b_state": state} for trial_id, state in done],
+    )
 
 
 def _forget_from(session: Session, *, study_id: int, number: int) -> None:

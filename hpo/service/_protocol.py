@@ -111,11 +111,6 @@ def _locked_trial(session: Session, run: RunRow) -> TrialRow:
     return trial
 
 
-def _mark_alive(run: RunRow, now: datetime) -> None:
-    run.heartbeat_at = now
-    run.worker_started_at = run.worker_started_at or now
-
-
 def objective(spec: StudySpec, metrics: dict[str, float], what: str) -> float:
     metric = spec.objective.metric
     if metric not in metrics:

@@ -52,17 +52,6 @@ def _public(row: Any) -> TrialPublic:
     )
 
 
-def trial_rows(session: Session, study_id: int) -> list[TrialPublic]:
-    """Every trial of a study in number order (for the dashboard's views)."""
-    rows = session.execute(
-        select(*_COLUMNS)
-        .join(RunRow, latest_attempt(), isouter=True)
-        .where(TrialRow.study_id == study_id)
-        .order_by(TrialRow.number)
-    ).all()
-    return [_public(r) for r in rows]
-
-
 def list_trials(
     db: Database,
     *,
@@ -148,4 +137,4 @@ def get_trial(db: Database, *, ref: str | int, number: int) -> TrialDetail:
     return transact(db, read)
 
 
-__all__ = ["get_trial", "list_trials", "trial_rows"]
+__all__ = ["get_trial", "list_trials"]

@@ -181,19 +181,7 @@ def _trial_and_run() -> Insert:
     """NEW_TRIAL and NEW_RUN in one statement, on PostgreSQL: an ask holds its study's row
     lock from numbering the trial to its commit, so a round trip less there is a shorter
     queue of asks."""
-    trial = (
-        insert(trials)
-        .values(
-            study_id=bindparam("b_study"),
-            number=bindparam("b_number"),
-            state=TrialState.RUNNING,
-            params=bindparam("b_params", type_=JSON()),
-            attempts=1,
-            started_at=_now(),
-        )
-        .returning(trials.c.id)
-        .cte("new_trial")
-    )
+    trial = NEW_TRIAL.cte("new_trial")
     columns = (
         "study_id",
         "trial_id",

@@ -130,9 +130,7 @@ class RunRow(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    study_id: Mapped[int] = mapped_column(
-        ForeignKey("hpo_studies.id", ondelete="CASCADE")
-    )
+    study_id: Mapped[int] = mapped_column(ForeignKey("hpo_studies.id", ondelete="CASCADE"))
     #: null only for runs carried over from before migration 0003 whose trial vanished
     trial_id: Mapped[int | None] = mapped_column(
         ForeignKey("hpo_trials.id", ondelete="CASCADE", name="fk_hpo_trial_runs_trial_id"),
