@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 import hpo
+from hpo.service import ensure_key
 from hpo.settings import Settings
 from hpo.storage import Database
 
 from . import errors
 from .access_log import AccessLogMiddleware
+from .auth import AllowedHostsMiddleware, Gate
 from .background import Mirror, Reaper, warm_up
 from .compression import ReadsGZipMiddleware
-from .routes import figures, meta, pages, studies, trials
+from .routes import figures, keys, meta, pages, studies, trials
+
+log = logging.getLogger("hpo.controller")
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
@@ -46,6 +51,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             if settings.mirror
             else None
         )
+        admin_key = settings.bootstrap_admin_key()
+        if admin_key is not None and ensure_key(
+            database, name="admin", role="admin", secret=admin_key
+        ):
+            log.info("created the admin API key named 'admin' from HPO_ADMIN_KEY")
         reaper.start()
         if mirror is not None:
             mirror.start()
@@ -66,13 +76,17 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     )
     app.state.settings = settings
     app.state.db = database
+    app.state.gate = Gate(database, settings)
     errors.install(app)
     # figures and plotly.js compress 3-5x; the dashboard should open quickly on a slow link too
     app.add_middleware(ReadsGZipMiddleware, minimum_size=2048)
+    if settings.allowed_hosts:
+        app.add_middleware(AllowedHostsMiddleware, hosts=settings.allowed_hosts)
     app.add_middleware(AccessLogMiddleware)  # outermost of ours: its duration includes gzip
     app.include_router(studies.router)
     app.include_router(trials.router)
     app.include_router(meta.router)
     app.include_router(figures.router)
+    app.include_router(keys.router)
     app.include_router(pages.router)
     return app

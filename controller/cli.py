@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpo.cli import add_command, database_error, safe_url, settings_from
+from hpo.cli import CLIError, add_command, database_error, safe_url, settings_from
 from hpo.cli import build_parser as core_parser
 from hpo.cli import main as run_cli
 
@@ -25,16 +25,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         ray_address=args.ray_address,
         dispatch=False if args.no_dispatch else None,
+        insecure_no_auth=True if args.insecure_no_auth else None,
     )
     configure_logging(args.log_level)
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .server import Controller
+    from .server import AccessRefused, Controller
 
     try:
         controller = Controller(settings, log_level=args.log_level)
+        print(controller.access(), flush=True)
     except (SQLAlchemyError, ImportError) as exc:
         raise database_error(settings.database_url, exc) from None
+    except AccessRefused as exc:
+        controller.app.state.db.dispose()
+        raise CLIError(str(exc)) from None
     if settings.dispatch:
         print("hpo: starting Ray ... ", end="", flush=True)
         print(controller.start_ray(), flush=True)
@@ -48,16 +53,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    settings = settings_from(host=args.host, port=args.port, database_url=args.database_url)
-    from . import demo
-
-    return demo.main(
-        settings,
-        max_trials=args.max_trials,
-        max_epochs=args.max_epochs,
-        keep_serving=not args.exit,
-        log_level=args.log_level,
+    settings = settings_from(
+        host=args.host,
+        port=args.port,
+        database_url=args.database_url,
+        insecure_no_auth=True if args.insecure_no_auth else None,
     )
+    from . import demo
+    from .server import AccessRefused
+
+    try:
+        return demo.main(
+            settings,
+            max_trials=args.max_trials,
+            max_epochs=args.max_epochs,
+            keep_serving=not args.exit,
+            log_level=args.log_level,
+        )
+    except AccessRefused as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _log_level(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +83,16 @@ def _log_level(parser: argparse.ArgumentParser) -> None:
         metavar="LEVEL",
         help="what the controller logs to stderr: critical, error, warning, info (the default) "
         "or debug, which adds a line for every request of hpo's own dispatcher and workers",
+    )
+
+
+def _insecure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve without access control even on an address others can reach (everyone is "
+        "admin; env HPO_INSECURE_NO_AUTH). Without it, a controller bound to anything but "
+        "loopback needs an API key (hpo keys create) before it starts",
     )
 
 
@@ -91,6 +115,7 @@ def add_controller_commands(
         action="store_true",
         help="serve the API only; run no trials on Ray (env HPO_DISPATCH=false)",
     )
+    _insecure(serve)
     _log_level(serve)
     demo = add_command(
         sub,
@@ -106,6 +131,7 @@ def add_controller_commands(
         "--max-epochs", type=int, default=9, help="epochs of a full trial (default %(default)s)"
     )
     demo.add_argument("--exit", action="store_true", help="stop serving once the study is done")
+    _insecure(demo)
     _log_level(demo)
 
 

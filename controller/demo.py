@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ from hpo.schemas import StudyPublic
 from hpo.settings import Settings
 
 from .logs import configure_logging
-from .server import Controller
+from .server import AccessRefused, Controller
 
 
 def demo_spec(name: str, *, max_trials: int, max_epochs: int, gpus: float) -> dict[str, Any]:
@@ -141,6 +142,12 @@ def run_demo(
     configure_logging(log_level, handler=_AboveProgress(progress, log_stream or sys.stderr))
     # uvicorn's startup lines would only repeat what the demo prints itself
     controller = Controller(settings, log_level="warning")
+    try:
+        out.write(controller.access().replace("hpo: ", "hpo demo: ", 1) + "\n")
+    except AccessRefused:
+        controller.app.state.db.dispose()
+        raise
+    api_key = os.environ.get("HPO_API_KEY") or controller.own_key("demo", "member")
     out.write("hpo demo: starting Ray ... ")
     out.flush()
     out.write(controller.start_ray() + "\n")
@@ -151,7 +158,9 @@ def run_demo(
 
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         # the progress line polls twice a second: hpo's own traffic, logged at debug
-        client = Client(controller.url, user_agent=f"hpo-demo/{hpo.__version__}")
+        client = Client(
+            controller.url, user_agent=f"hpo-demo/{hpo.__version__}", api_key=api_key or ""
+        )
         name = "digits-vit-asha-" + datetime.now().strftime("%Y%m%d-%H%M%S")
         client.create_study(
             demo_spec(name, max_trials=max_trials, max_epochs=max_epochs, gpus=gpus)

@@ -6,10 +6,12 @@ transformers nor plotly; those live in ``api``, ``workers`` and ``dashboards``.
 
 from ._errors import (
     BudgetExhausted,
+    DuplicateKey,
     DuplicateStudy,
     Forbidden,
     HPOError,
     InvalidSpec,
+    KeyNotFound,
     NoCompletedTrial,
     OutOfOrderReport,
     StudyNotFound,
@@ -25,10 +27,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BudgetExhausted",
+    "DuplicateKey",
     "DuplicateStudy",
     "Forbidden",
     "HPOError",
     "InvalidSpec",
+    "KeyNotFound",
     "NoCompletedTrial",
     "OutOfOrderReport",
     "StudyNotFound",

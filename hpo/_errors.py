@@ -15,8 +15,12 @@ carrying the server's message. The tree::
     ├── TrialFinished        409  report/complete/fail on a trial that already ended
     ├── OutOfOrderReport     409  a report for a step at or before the last one reported
     ├── StudyUnreadable      409  a study stored under older rules that its spec now breaks
-    ├── Unauthorized         401  trial protocol call without a token
-    └── Forbidden            403  trial protocol call with the wrong token
+    ├── KeyNotFound          404  revoking an API key that does not exist
+    ├── DuplicateKey         409  an API key name already taken
+    ├── Unauthorized         401  no API key (where one is needed), a wrong or revoked one, or
+    │                             a trial protocol call without its trial token
+    └── Forbidden            403  a role that may not do this, a cross-site request, or a
+                                  trial protocol call with the wrong trial token
 
 Messages say what was wrong and how to fix it.
 """
@@ -53,6 +57,14 @@ class NoCompletedTrial(HPOError):
 
 
 class DuplicateStudy(HPOError):
+    status_code = 409
+
+
+class KeyNotFound(HPOError):
+    status_code = 404
+
+
+class DuplicateKey(HPOError):
     status_code = 409
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import HPOError
 from .client import Client, HPOClientError
-from .vocabulary import StudyStatus, TrialState, values
+from .vocabulary import Role, StudyStatus, TrialState, values
 
 if TYPE_CHECKING:
     from .schemas import StudyPublic
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 DEFAULT_URL = "http://127.0.0.1:8000"
 STATES = values(TrialState)
 STATUSES = values(StudyStatus)
+ROLES = values(Role)
 
 
 class CLIError(Exception):
@@ -85,6 +86,86 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     except (SQLAlchemyError, ImportError) as exc:
         raise database_error(url, exc) from None
     print(f"database {safe_url(url)} is at revision {revision}")
+    return 0
+
+
+def _open_db(database_url: str | None) -> Any:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .storage import Database
+
+    url = settings_from(database_url=database_url).database_url
+    try:
+        return Database(url)
+    except (SQLAlchemyError, ImportError) as exc:
+        raise database_error(url, exc) from None
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from . import service
+
+    db = _open_db(args.database_url)
+    try:
+        record, key = service.create_key(
+            db, name=args.name, role=args.role, studies=args.study or None
+        )
+    finally:
+        db.dispose()
+    scope = f" for studies {', '.join(record.studies)}" if record.studies else ""
+    print(f"created API key {record.name!r} with role {record.role}{scope}:")
+    print()
+    print(f"    {key}")
+    print()
+    print("It is shown this once; only its hash is stored. Use it as")
+    print(f"    export HPO_API_KEY={key}")
+    print("(the hpo client and CLI read it), send it as the X-API-Key header, or sign in to the")
+    print("dashboard with it.")
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from . import service
+
+    db = _open_db(args.database_url)
+    try:
+        keys = service.list_keys(db, revoked=args.all)
+    finally:
+        db.dispose()
+    if not keys:
+        print("no API keys: the controller runs with access control off on loopback only;")
+        print("create one with: hpo keys create --name NAME --role admin")
+        return 0
+    rows = [("NAME", "ROLE", "KEY", "CREATED", "STATE", "STUDIES")]
+    for k in keys:
+        state = "revoked" if k.revoked_at else ("built-in" if k.builtin else "live")
+        rows.append(
+            (
+                k.name,
+                str(k.role),
+                f"{k.prefix}…",
+                k.created_at.strftime("%Y-%m-%d %H:%M"),
+                state,
+                ",".join(k.studies) if k.studies else "all",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from . import service
+
+    db = _open_db(args.database_url)
+    try:
+        record = service.revoke_key(db, name=args.name)
+    finally:
+        db.dispose()
+    print(
+        f"revoked API key {record.name!r}; controllers refuse it within a few seconds and its "
+        "dashboard sessions are ended"
+    )
     return 0
 
 
@@ -269,6 +350,34 @@ def build_parser(add_commands: AddCommands | None = None) -> argparse.ArgumentPa
     )
     if add_commands is not None:
         add_commands(sub, db_url)
+    keys = _group(
+        sub,
+        "keys",
+        "create, list and revoke API keys (works on the database: run it where the controller's "
+        "HPO_DATABASE_URL reaches)",
+    )
+    create_key = add_command(
+        keys, "create", cmd_keys_create, "create an API key and print it, once", [db_url]
+    )
+    create_key.add_argument("--name", required=True, help="a unique name, e.g. alice or ci")
+    create_key.add_argument(
+        "--role",
+        required=True,
+        choices=ROLES,
+        help="admin: everything; member: create studies, cancel/delete its own, read all; "
+        "viewer: read only; worker: the trial protocol only",
+    )
+    create_key.add_argument(
+        "--study",
+        action="append",
+        metavar="PATTERN",
+        help="worker keys: a study name or pattern ('bert-*') it may run; repeat for more "
+        "(default: every study)",
+    )
+    listing_keys = add_command(keys, "list", cmd_keys_list, "list the live API keys", [db_url])
+    listing_keys.add_argument("--all", action="store_true", help="revoked keys too")
+    revoke = add_command(keys, "revoke", cmd_keys_revoke, "revoke an API key", [db_url])
+    revoke.add_argument("name", metavar="NAME", help="the key's name")
     db = _group(sub, "db", "manage the database schema")
     add_command(db, "upgrade", cmd_db_upgrade, "migrate to the current schema", [db_url])
 

@@ -12,9 +12,12 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from .spec import StudySpec
-from .vocabulary import FailureKind, StudyStatus, TrialState, values
+from .vocabulary import FailureKind, Role, StudyStatus, TrialState, values
 
 __all__ = [
+    "ApiKeyCreate",
+    "ApiKeyCreated",
+    "ApiKeyPublic",
     "AskIn",
     "BestTrial",
     "CompleteIn",
@@ -31,6 +34,7 @@ __all__ = [
     "TrialDetail",
     "TrialPublic",
     "TrialState",
+    "WhoAmI",
     "checked_text",
 ]
 
@@ -95,6 +99,11 @@ class StudyPublic(BaseModel):
         default=1,
         description="changes whenever the study's own record does (a trial handed out, its "
         "status); a cache of the study's views is keyed by it",
+    )
+    created_by: str | None = Field(
+        default=None,
+        description="the name of the API key that created the study (null: created while "
+        "access control was off)",
     )
 
 
@@ -223,3 +232,48 @@ class SearchSpacePublic(BaseModel):
     name: str
     description: str
     parameters: dict[str, Any]
+
+
+class ApiKeyCreate(BaseModel):
+    """A new API key (``POST /api/v1/keys``, admin only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$",
+        description="unique, for ever: a revoked key's name stays taken",
+    )
+    role: Role
+    studies: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="worker keys only: the study names or fnmatch patterns ('bert-*') it may "
+        "run; null is every study",
+    )
+
+
+class ApiKeyPublic(BaseModel):
+    """An API key as listed: never the key itself, only its first characters."""
+
+    name: str
+    role: Role
+    prefix: str = Field(description="the key's first characters, to recognise it")
+    studies: list[str] | None = None
+    builtin: bool = Field(description="made by a controller for its own dispatcher")
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="the key itself: shown this once, store it now")
+
+
+class WhoAmI(BaseModel):
+    """Who the API takes the caller for."""
+
+    name: str | None = Field(description="the API key's name; null when access control is off")
+    role: Role
+    access_control: bool = Field(description="whether this controller asks for keys")

@@ -3,8 +3,11 @@ builds the app (never at import time)."""
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "DEFAULT_DATABASE_URL"]
 
@@ -34,6 +37,15 @@ class Settings(BaseSettings):
         mirror_interval: seconds between two mirror passes when nothing wakes it sooner.
         mirror_hold_running: seconds a trial runs before the mirror shows it running in
             Optuna's tables (one that ends sooner is written once, whole, when it ends).
+        insecure_no_auth: serve without access control on any address (everyone is admin);
+            never on a network others can reach.
+        allowed_hosts: the ``Host`` names requests may be addressed to (``hpo.example.com``,
+            ``*.example.com``); empty accepts any. With access control off, only loopback
+            names are accepted anyway (a guard against DNS rebinding).
+        admin_key: an admin API key to create at start if it does not exist (the first key
+            of a container deployment); at least 32 random characters.
+        admin_key_file: a file holding ``admin_key`` (a Docker or Kubernetes secret).
+        session_hours: how long a dashboard sign-in lasts.
     """
 
     model_config = SettingsConfigDict(env_prefix="HPO_", extra="ignore")
@@ -51,3 +63,29 @@ class Settings(BaseSettings):
     mirror: bool = True
     mirror_interval: float = Field(default=5.0, gt=0)
     mirror_hold_running: float = Field(default=10.0, ge=0)
+    insecure_no_auth: bool = False
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    admin_key: SecretStr | None = None
+    admin_key_file: Path | None = None
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        """``HPO_ALLOWED_HOSTS=a.example.com,b.example.com`` (or a JSON list)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [h.strip().lower() for h in text.split(",") if h.strip()]
+        return value
+
+    def bootstrap_admin_key(self) -> str | None:
+        """The operator's first admin key (``HPO_ADMIN_KEY`` or ``HPO_ADMIN_KEY_FILE``)."""
+        if self.admin_key is not None:
+            return self.admin_key.get_secret_value().strip() or None
+        if self.admin_key_file is not None:
+            return self.admin_key_file.read_text(encoding="utf-8").strip() or None
+        return None

@@ -19,6 +19,7 @@ __all__ = [
     "AlgorithmName",
     "EarlyStopping",
     "FailureKind",
+    "Role",
     "SamplerModel",
     "StudyStatus",
     "TrialState",
@@ -114,6 +115,15 @@ def values(words: type[_Word]) -> list[str]:
     return [str(w.value) for w in words]
 
 
+class Role(_Word):
+    """What an API key may do (``hpo keys create --role``)."""
+
+    ADMIN = "admin"  # everything, API keys included
+    MEMBER = "member"  # create studies, cancel and delete its own, read all
+    VIEWER = "viewer"  # read only
+    WORKER = "worker"  # the trial protocol, on the studies it may run
+
+
 def as_json() -> dict[str, Any]:
     """The whole vocabulary as plain lists, for the dashboard's JavaScript and the API."""
     return {
@@ -127,4 +137,5 @@ def as_json() -> dict[str, Any]:
         "algorithms": values(AlgorithmName),
         "sampler_models": values(SamplerModel),
         "early_stopping": values(EarlyStopping),
+        "roles": values(Role),
     }

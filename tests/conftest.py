@@ -97,7 +97,7 @@ def api(app):  # type: ignore[no-untyped-def]
     """An httpx client of the real app (in process)."""
     from fastapi.testclient import TestClient
 
-    with TestClient(app) as http:
+    with TestClient(app, base_url="http://localhost") as http:
         yield http
 
 

@@ -89,7 +89,7 @@ def test_ordinary_requests_are_info_and_hpos_own_are_debug(api, access):
 
 
 def test_server_errors_are_warnings_whoever_asked(access):
-    with TestClient(_toy_app(), raise_server_exceptions=False) as http:
+    with TestClient(_toy_app(), base_url="http://localhost", raise_server_exceptions=False) as http:
         assert http.get("/ok", headers=DISPATCHER).status_code == 200
         assert http.get("/unavailable", headers={"User-Agent": "curl/8.5"}).status_code == 503
         # a 503 to our own components means the database is away, which the controller
@@ -99,14 +99,14 @@ def test_server_errors_are_warnings_whoever_asked(access):
 
 
 def test_an_exception_that_escapes_the_app_is_an_error_line(access):
-    with TestClient(_toy_app(), raise_server_exceptions=False) as http:
+    with TestClient(_toy_app(), base_url="http://localhost", raise_server_exceptions=False) as http:
         assert http.get("/boom", headers=WORKER).status_code == 500
     [(level, message)] = access.lines()
     assert level == "ERROR" and message.startswith("GET /boom 500 ")
 
 
 def test_a_path_cannot_forge_a_log_line(access):
-    with TestClient(_toy_app()) as http:
+    with TestClient(_toy_app(), base_url="http://localhost") as http:
         http.get("/ok%0A2026-01-01 00:00:00 INFO hpo.access GET /admin 200")
     [(_, message)] = access.lines()
     assert "\n" not in message and message.startswith("GET /ok%0A2026")

@@ -35,7 +35,7 @@ def bowl(p: dict[str, float]) -> float:
 @pytest.fixture
 def pg_client(fresh_postgres):
     app = create_app(Settings(database_url=fresh_postgres))
-    with TestClient(app) as http:
+    with TestClient(app, base_url="http://localhost") as http:
         yield Client(http=http)
     app.state.db.dispose()
 

@@ -282,7 +282,7 @@ def test_a_registered_workload_is_accepted_with_any_params(db_url):
     from hpo.settings import Settings
 
     app = create_app(Settings(database_url=db_url, workloads={"mine": "pkg.mod:train"}))
-    with TestClient(app) as http:
+    with TestClient(app, base_url="http://localhost") as http:
         resp = http.post("/api/v1/studies", json=make_spec(workload={"name": "mine"}))
         assert resp.status_code == 201, resp.text
     app.state.db.dispose()

@@ -143,7 +143,7 @@ def flaky(api, monkeypatch) -> FlakyTransport:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def flaky_client(flaky: FlakyTransport) -> Client:
-    return Client(http=httpx.Client(base_url="http://testserver", transport=flaky))
+    return Client(http=httpx.Client(base_url="http://localhost", transport=flaky))
 
 
 def test_a_read_whose_answer_was_lost_is_sent_again(flaky, flaky_client):
@@ -222,7 +222,7 @@ def test_the_client_says_who_it_is(flaky, flaky_client):
     flaky_client.list_studies()
     assert flaky.sent[-1].headers["user-agent"] == f"hpo-client/{hpo.__version__}"
     named = Client(
-        http=httpx.Client(base_url="http://testserver", transport=flaky), user_agent="mine/2"
+        http=httpx.Client(base_url="http://localhost", transport=flaky), user_agent="mine/2"
     )
     named.list_studies()
     assert flaky.sent[-1].headers["user-agent"] == "mine/2"

@@ -92,7 +92,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def client(app: Any) -> Iterator[Client]:
-    with TestClient(app) as http:
+    with TestClient(app, base_url="http://localhost") as http:
         yield Client(http=http)
 
 

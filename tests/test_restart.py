@@ -20,7 +20,7 @@ GRID = {
 
 def _controller(url: str):
     app = create_app(Settings(database_url=url))
-    return app, TestClient(app)
+    return app, TestClient(app, base_url="http://localhost")
 
 
 def test_a_half_run_study_continues_on_a_new_instance(db_url):

@@ -78,6 +78,8 @@ class Dispatcher:
             process already initialized).
         poll_interval: seconds between two passes.
         heartbeat_timeout: the controller's; workers heartbeat three times within it.
+        api_key: the worker key the dispatcher and its trials present (the controller makes
+            one of its own for its built-in dispatcher); by default ``HPO_API_KEY``.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class Dispatcher:
         poll_interval: float = 0.5,
         heartbeat_timeout: float = 90.0,
         http: Any = None,
+        api_key: str | None = None,
     ) -> None:
         self.controller_url = controller_url.rstrip("/")
         self.registered = dict(registered or {})
@@ -96,8 +99,12 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self.heartbeat_interval = max(heartbeat_timeout / 3, 0.2)
         self.client = Client(
-            self.controller_url, http=http, user_agent=f"hpo-dispatcher/{hpo.__version__}"
+            self.controller_url,
+            http=http,
+            user_agent=f"hpo-dispatcher/{hpo.__version__}",
+            api_key=api_key,
         )
+        self.api_key = self.client.api_key
         self.inflight: dict[ray.ObjectRef, InFlight] = {}
         self._warned: set[str] = set()
         self._stop = threading.Event()
@@ -213,6 +220,7 @@ class Dispatcher:
             seed=trial_seed(spec.algorithm.seed, assignment.number),
             heartbeat_interval=self.heartbeat_interval,
             registered=self.registered,
+            api_key=self.api_key,
         )
         ref = run_trial_task.options(
             num_gpus=spec.resources.gpus_per_trial,

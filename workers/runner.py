@@ -47,6 +47,8 @@ class TrialJob:
     #: how long to keep retrying a controller that does not answer (it may be restarting)
     patience: float = 300.0
     registered: Mapping[str, str] = field(default_factory=dict)
+    #: the API key the worker presents besides the trial's token (a worker key)
+    api_key: str | None = None
 
 
 class ProtocolReporter:
@@ -117,7 +119,12 @@ def _call(train: Callable[..., Any], params: dict[str, Any], reporter: Any, **ex
 
 def run(job: TrialJob) -> str:
     """Run one attempt to its end; returns ``completed``, ``stopped`` or ``failed``."""
-    client = Client(job.controller_url, timeout=60, user_agent=f"hpo-worker/{hpo.__version__}")
+    client = Client(
+        job.controller_url,
+        timeout=60,
+        user_agent=f"hpo-worker/{hpo.__version__}",
+        api_key=job.api_key or "",
+    )
     trial = client.attach(job.assignment)
     reporter = ProtocolReporter(trial, job.patience)
     where = f"{socket.gethostname()}:{os.getpid()}"

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from dashboards import views
 from hpo import InvalidSpec
+from hpo.access import Action
 
+from ..auth import requires
 from ..deps import MAX_INT, DbDep, TrialNumber
 
-router = APIRouter(tags=["figures"])
+# every figure is a read: any role but worker
+router = APIRouter(tags=["figures"], dependencies=[Depends(requires(Action.READ))])
 Figure = dict[str, Any]
 # the study views come serialized from the dashboard's cache: no re-validation per request
 _JSON_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json": {}}}}

@@ -13,6 +13,7 @@ import search_spaces
 from hpo import vocabulary
 from hpo.schemas import Page, SearchSpacePublic
 
+from ..auth import Reader
 from ..deps import DbDep
 from ..errors import RETRY_AFTER_S
 
@@ -20,7 +21,7 @@ router = APIRouter(tags=["meta"])
 
 
 @router.get("/api/v1/search-spaces", response_model=Page[SearchSpacePublic])
-def list_search_spaces() -> Page[SearchSpacePublic]:
+def list_search_spaces(_: Reader) -> Page[SearchSpacePublic]:
     """The named presets a study's ``search_space`` may refer to."""
     data = [
         SearchSpacePublic(
@@ -32,7 +33,7 @@ def list_search_spaces() -> Page[SearchSpacePublic]:
 
 
 @router.get("/api/v1/vocabulary")
-def vocabulary_words() -> dict[str, Any]:
+def vocabulary_words(_: Reader) -> dict[str, Any]:
     """Every trial state, study status, failure kind, algorithm and early-stopping name."""
     return vocabulary.as_json()
 

@@ -7,53 +7,66 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from hpo import service
+from hpo.access import Action
 from hpo.schemas import BestTrial, Page, StudyPublic
 from hpo.spec import StudySpec
 from hpo.vocabulary import StudyStatus
 
+from ..auth import Creator, Manager, Reader, StudyReader, check_study
 from ..deps import MAX_OFFSET, DbDep, SettingsDep
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
 
 @router.post("", response_model=StudyPublic, status_code=status.HTTP_201_CREATED)
-def create_study(spec: StudySpec, db: DbDep, settings: SettingsDep) -> StudyPublic:
-    """Create a study from its spec; 409 if the name is taken, 422 naming any broken rule."""
-    return service.create_study(db, spec=spec, workloads=settings.workloads)
+def create_study(spec: StudySpec, db: DbDep, settings: SettingsDep, caller: Creator) -> StudyPublic:
+    """Create a study from its spec; 409 if the name is taken, 422 naming any broken rule.
+
+    Role member or admin; the study records the key that created it (its owner)."""
+    return service.create_study(db, spec=spec, workloads=settings.workloads, created_by=caller.name)
 
 
 @router.get("", response_model=Page[StudyPublic])
 def list_studies(
     db: DbDep,
+    caller: StudyReader,
     status: StudyStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[StudyPublic]:
-    """Studies, newest first; filter with ``?status=``."""
+    """Studies, newest first; filter with ``?status=``. A worker key limited to some studies
+    sees those only."""
     data, count = service.list_studies(db, status=status, limit=limit, offset=offset)
+    if caller.studies is not None:
+        data = [s for s in data if caller.covers(s.name)]
+        count = len(data)
     return Page(data=data, count=count)
 
 
 @router.get("/{study}", response_model=StudyPublic)
-def get_study(study: str, db: DbDep) -> StudyPublic:
+def get_study(study: str, db: DbDep, caller: StudyReader) -> StudyPublic:
     """One study by name or id: spec, status, trial counts by state, best so far."""
+    check_study(db, caller, Action.READ_STUDY, study)
     return service.get_study(db, ref=study)
 
 
 @router.get("/{study}/best", response_model=BestTrial)
-def best(study: str, db: DbDep) -> BestTrial:
+def best(study: str, db: DbDep, _: Reader) -> BestTrial:
     """The best completed trial: number, objective value and parameters."""
     return service.best_trial(db, ref=study)
 
 
 @router.post("/{study}/cancel", response_model=StudyPublic)
-def cancel(study: str, db: DbDep) -> StudyPublic:
-    """Stop handing out trials; running trials end as cancelled and their next report stops them."""
-    return service.cancel_study(db, ref=study)
+def cancel(study: str, db: DbDep, caller: Manager) -> StudyPublic:
+    """Stop handing out trials; running trials end as cancelled and their next report stops them.
+
+    An admin, or the member whose key created the study."""
+    return service.cancel_study(db, ref=study, by=caller)
 
 
 @router.delete("/{study}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def delete(study: str, db: DbDep) -> Response:
-    """Remove the study and everything it recorded."""
-    service.delete_study(db, ref=study)
+def delete(study: str, db: DbDep, caller: Manager) -> Response:
+    """Remove the study and everything it recorded. An admin, or the member whose key created
+    the study."""
+    service.delete_study(db, ref=study, by=caller)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Query, status
 
 from hpo import service
+from hpo.access import Action
 from hpo.schemas import (
     AskIn,
     CompleteIn,
@@ -21,6 +22,7 @@ from hpo.schemas import (
 )
 from hpo.vocabulary import TrialState
 
+from ..auth import Reader, Runner, check_study
 from ..deps import MAX_OFFSET, DbDep, TokenDep, TrialNumber
 
 router = APIRouter(prefix="/api/v1/studies/{study}/trials", tags=["trials"])
@@ -30,6 +32,7 @@ router = APIRouter(prefix="/api/v1/studies/{study}/trials", tags=["trials"])
 def list_trials(
     study: str,
     db: DbDep,
+    _: Reader,
     state: TrialState | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
@@ -51,28 +54,33 @@ def list_trials(
 
 
 @router.get("/{number}", response_model=TrialDetail)
-def get_trial(study: str, number: TrialNumber, db: DbDep) -> TrialDetail:
+def get_trial(study: str, number: TrialNumber, db: DbDep, _: Reader) -> TrialDetail:
     """One trial: parameters, state, value, every metric per step, and its run records."""
     return service.get_trial(db, ref=study, number=number)
 
 
 @router.post("", response_model=TrialAssignment, status_code=status.HTTP_201_CREATED)
-def ask(study: str, db: DbDep, body: Annotated[AskIn | None, Body()] = None) -> TrialAssignment:
+def ask(
+    study: str, db: DbDep, caller: Runner, body: Annotated[AskIn | None, Body()] = None
+) -> TrialAssignment:
     """Hand out the next trial: its number, parameters and the token its reports must carry.
 
-    409 when the budget or the grid is used up, or the study no longer runs.
+    409 when the budget or the grid is used up, or the study no longer runs. Role worker
+    (for the studies its key may run), admin, or the member that created the study.
     """
+    check_study(db, caller, Action.PROTOCOL, study)
     return service.ask(db, ref=study, worker=body.worker if body else None)
 
 
 @router.post("/{number}/reports", response_model=ReportOut)
 def report(
-    study: str, number: TrialNumber, body: ReportIn, db: DbDep, token: TokenDep
+    study: str, number: TrialNumber, body: ReportIn, db: DbDep, token: TokenDep, caller: Runner
 ) -> ReportOut:
     """Record one step's metrics (header ``Authorization: Bearer <token>``).
 
     The answer says whether the trial should stop now (early stopping, or a cancelled study).
     """
+    check_study(db, caller, Action.PROTOCOL, study)
     stop = service.report(
         db, ref=study, number=number, token=token, step=body.step, metrics=body.metrics
     )
@@ -85,6 +93,7 @@ def heartbeat(
     number: TrialNumber,
     db: DbDep,
     token: TokenDep,
+    caller: Runner,
     body: Annotated[HeartbeatIn | None, Body()] = None,
 ) -> ReportOut:
     """A worker says it is alive, and where it runs (``worker``, ``gpus``).
@@ -92,6 +101,7 @@ def heartbeat(
     Send one at least every ``heartbeat_timeout / 3`` seconds between reports; a run silent for
     longer than ``HPO_HEARTBEAT_TIMEOUT`` is retried elsewhere. The answer says whether to stop.
     """
+    check_study(db, caller, Action.PROTOCOL, study)
     body = body or HeartbeatIn()
     stop = service.heartbeat(
         db, ref=study, number=number, token=token, worker=body.worker, gpus=body.gpus
@@ -101,15 +111,19 @@ def heartbeat(
 
 @router.post("/{number}/complete", response_model=TrialDetail)
 def complete(
-    study: str, number: TrialNumber, body: CompleteIn, db: DbDep, token: TokenDep
+    study: str, number: TrialNumber, body: CompleteIn, db: DbDep, token: TokenDep, caller: Runner
 ) -> TrialPublic:
     """Finish the trial; its objective value is ``metrics[objective.metric]``."""
+    check_study(db, caller, Action.PROTOCOL, study)
     return service.complete(db, ref=study, number=number, token=token, metrics=body.metrics)
 
 
 @router.post("/{number}/fail", response_model=TrialDetail)
-def fail(study: str, number: TrialNumber, body: FailIn, db: DbDep, token: TokenDep) -> TrialPublic:
+def fail(
+    study: str, number: TrialNumber, body: FailIn, db: DbDep, token: TokenDep, caller: Runner
+) -> TrialPublic:
     """Finish the trial as failed with a reason; the study goes on."""
+    check_study(db, caller, Action.PROTOCOL, study)
     return service.fail(
         db, ref=study, number=number, token=token, reason=body.reason, kind=body.kind
     )

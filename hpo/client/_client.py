@@ -11,6 +11,7 @@ never left (the connection could not be opened).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ class Client:
         base_url: the controller, e.g. ``http://127.0.0.1:8000``.
         token: a bearer token sent with every request (for deployments behind an auth proxy;
             trial tokens are handled per trial by :meth:`ask`).
+        api_key: the controller's API key, sent as ``X-API-Key``; by default the environment
+            variable ``HPO_API_KEY`` (none needed while the controller has access control off).
         timeout: seconds per request.
         http: an httpx client to use instead of building one (tests pass the app's).
         user_agent: how this client introduces itself; hpo's own components say who they are
@@ -84,8 +87,10 @@ class Client:
         timeout: float = 30.0,
         http: httpx.Client | None = None,
         user_agent: str = f"hpo-client/{__version__}",
+        api_key: str | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.api_key = api_key if api_key is not None else os.environ.get("HPO_API_KEY") or None
         self._http = http or httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
         self.base_url = str(self._http.base_url)
         self.user_agent = user_agent
@@ -110,6 +115,8 @@ class Client:
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS
         kwargs["headers"] = {"User-Agent": self.user_agent, **kwargs.get("headers", {})}
+        if self.api_key:
+            kwargs["headers"]["X-API-Key"] = self.api_key
         retryable = DROPPED if idempotent else NOT_SENT
         delivered = False  # whether an earlier try may have reached the server
         for attempt in range(RETRIES + 1):

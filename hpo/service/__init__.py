@@ -8,6 +8,19 @@ derived from ours) up to date.
 
 from ._ask import ask
 from ._dashboard_reads import compute_spent, objective_curves, param_importances
+from ._keys import (
+    authenticate,
+    create_key,
+    create_session,
+    end_session,
+    ensure_key,
+    list_keys,
+    operator_keys_exist,
+    revoke_builtin,
+    revoke_key,
+    session_principal,
+    study_owner,
+)
 from ._lifecycle import reap
 from ._mirror import optuna_state, sync_optuna
 from ._protocol import complete, fail, heartbeat, report
@@ -22,6 +35,17 @@ from ._studies import (
 )
 
 __all__ = [
+    "study_owner",
+    "session_principal",
+    "revoke_key",
+    "revoke_builtin",
+    "operator_keys_exist",
+    "list_keys",
+    "ensure_key",
+    "end_session",
+    "create_session",
+    "create_key",
+    "authenticate",
     "ask",
     "best_trial",
     "cancel_study",

@@ -9,8 +9,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .. import algorithms
+from .. import access, algorithms
 from .._errors import DuplicateStudy, InvalidSpec, NoCompletedTrial, StudyNotRunning
+from ..access import Action, Principal
 from ..schemas import BestTrial, StudyPublic
 from ..spec import StudySpec
 from ..storage import (
@@ -31,12 +32,17 @@ from ._lifecycle import note, stop_trials, transact
 
 
 def create_study(
-    db: Database, *, spec: StudySpec, workloads: Mapping[str, str] | None = None
+    db: Database,
+    *,
+    spec: StudySpec,
+    workloads: Mapping[str, str] | None = None,
+    created_by: str | None = None,
 ) -> StudyPublic:
     """Create a study from a validated spec; nothing is stored if any rule fails.
 
     Args:
         workloads: operator-registered workloads (name -> import path) besides the built-in ones.
+        created_by: the name of the API key creating it (its owner).
     """
     problems = algorithms.missing_requirements(spec.algorithm) + check_study_fits(
         spec.workload.name, list(spec.space), spec.objective.metric, dict(workloads or {})
@@ -62,6 +68,7 @@ def create_study(
             version=1,
             created_at=now,
             updated_at=now,
+            created_by=created_by,
         )
         session.add(row)
         session.flush()
@@ -127,11 +134,17 @@ def best_trial(db: Database, *, ref: str | int) -> BestTrial:
     return best
 
 
-def cancel_study(db: Database, *, ref: str | int) -> StudyPublic:
-    """Stop handing out trials; running trials end as cancelled and are told to stop."""
+def cancel_study(db: Database, *, ref: str | int, by: Principal | None = None) -> StudyPublic:
+    """Stop handing out trials; running trials end as cancelled and are told to stop.
+
+    Args:
+        by: the caller, checked against the study's owner (``None``: no check).
+    """
 
     def cancel(session: Session) -> int:
         row = find_study(session, ref, lock=True)
+        if by is not None:
+            access.check(by, Action.MANAGE, study=row.name, owner=row.created_by)
         if row.status == StudyStatus.COMPLETED:
             raise StudyNotRunning(f"study {row.name!r} already completed; nothing to cancel")
         if row.status == StudyStatus.RUNNING:
@@ -149,11 +162,17 @@ def cancel_study(db: Database, *, ref: str | int) -> StudyPublic:
     return get_study(db, ref=transact(db, cancel, write=True))
 
 
-def delete_study(db: Database, *, ref: str | int) -> None:
-    """Remove the study, its trials, runs and metrics; its Optuna mirror follows."""
+def delete_study(db: Database, *, ref: str | int, by: Principal | None = None) -> None:
+    """Remove the study, its trials, runs and metrics; its Optuna mirror follows.
+
+    Args:
+        by: the caller, checked against the study's owner (``None``: no check).
+    """
 
     def remove(session: Session) -> int:
         row = find_study(session, ref, lock=True)
+        if by is not None:
+            access.check(by, Action.MANAGE, study=row.name, owner=row.created_by)
         session.add(OptunaTombstone(study_id=row.id, name=row.name, created_at=utcnow()))
         for table in (RungRow, MetricRow, RunRow, TrialRow, OptunaStudyRow):
             session.execute(delete(table).where(table.study_id == row.id))
@@ -193,6 +212,7 @@ def _public(db: Database, session: Session, row: StudyRow) -> StudyPublic:
         trial_counts=trial_counts(session, row.id),
         best=_best(db, session, row),
         version=row.version,
+        created_by=row.created_by,
     )
 
 

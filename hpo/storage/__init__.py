@@ -2,12 +2,14 @@
 
 from ._database import Database, is_transient
 from ._models import (
+    ApiKeyRow,
     Base,
     MetricRow,
     OptunaStudyRow,
     OptunaTombstone,
     RungRow,
     RunRow,
+    SessionRow,
     StudyRow,
     TrialRow,
     UTCDateTime,
@@ -21,6 +23,7 @@ from ._models import (
 )
 
 __all__ = [
+    "ApiKeyRow",
     "Base",
     "Database",
     "MetricRow",
@@ -28,6 +31,7 @@ __all__ = [
     "OptunaTombstone",
     "RunRow",
     "RungRow",
+    "SessionRow",
     "StudyRow",
     "TrialRow",
     "UTCDateTime",

@@ -78,6 +78,8 @@ class StudyRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: the name of the API key that created it (null: created with access control off)
+    created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 #: a trial whose row differs from what the Optuna mirror last wrote of it
@@ -241,3 +243,40 @@ rungs = cast(Table, RungRow.__table__)
 def latest_attempt() -> ColumnElement[bool]:
     """The join of a trial (``hpo_trials``) to the run record of its latest attempt."""
     return and_(runs.c.trial_id == trials.c.id, runs.c.attempt == trials.c.attempts)
+
+
+class ApiKeyRow(Base):
+    """An API key: only its SHA-256 is kept; the key itself is shown once, at creation.
+
+    Keys are 256-bit random strings, so a fast hash is as safe as a slow one (nothing to
+    guess), and it keeps the check of every request cheap. A revoked key keeps its row, so its
+    name stays taken and the studies it created still say who made them.
+    """
+
+    __tablename__ = "hpo_api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    #: see hpo.vocabulary.Role
+    role: Mapped[str] = mapped_column(String(16))
+    #: the first characters of the key, to recognise it in a list
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: for a worker key: the studies (name patterns) it may run; null is all of them
+    studies: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    #: made by a controller for its own dispatcher (not an operator's key)
+    builtin: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class SessionRow(Base):
+    """A dashboard sign-in: the cookie's SHA-256, the key it was made with, its CSRF token."""
+
+    __tablename__ = "hpo_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("hpo_api_keys.id", ondelete="CASCADE"))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
