@@ -121,7 +121,8 @@ const HPO = (() => {
       h("td", { class: "counts" }, counts.length ? counts : "none yet"),
       h("td", {}, progress(study)),
       h("td", {}, study.best ? `${fmt(study.best.value)} (#${study.best.number})` : "–"),
-      h("td", { class: "muted" }, when(study.created_at)));
+      h("td", { class: "muted" }, when(study.created_at)),
+      h("td", { class: "muted" }, study.created_by || "–"));
   }
 
   // ---------------------------------------------------------------- study page
@@ -151,7 +152,7 @@ const HPO = (() => {
       status.className = `badge state-${study.status}`;
       document.getElementById("study-meta").textContent =
         `${spec.algorithm.name} on ${spec.workload.name} · ${spec.objective.direction} ${spec.objective.metric}` +
-        ` · created ${when(study.created_at)}`;
+        ` · created ${when(study.created_at)}` + (study.created_by ? ` by ${study.created_by}` : "");
       document.getElementById("study-cards").replaceChildren(
         card("Trials", `${study.n_trials}${study.size ? " / " + study.size : ""}`, progress(study)),
         ...STATES.map((s) => card(s, c[s], null, `state-${s}`)),
