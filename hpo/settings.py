@@ -3,8 +3,12 @@ builds the app (never at import time)."""
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import json
+import os
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "DEFAULT_DATABASE_URL"]
 
@@ -34,6 +38,12 @@ class Settings(BaseSettings):
         mirror_interval: seconds between two mirror passes when nothing wakes it sooner.
         mirror_hold_running: seconds a trial runs before the mirror shows it running in
             Optuna's tables (one that ends sooner is written once, whole, when it ends).
+        data_dirs: the directories a workload option that names a file or directory (such as
+            ``data_path``, ``text_path``, ``pretrained``) must lie in, once ``..`` and symlinks
+            are resolved; absolute paths, as a JSON list (``HPO_DATA_DIRS='["/srv/data"]'``) or
+            separated like ``PATH`` (``HPO_DATA_DIRS=/srv/data:/mnt/corpora``). None (the
+            default) means no option may name a file; the built-in data (scikit-learn's
+            digits, the stdlib sources ``charlm-gpt`` reads by default) needs no root.
     """
 
     model_config = SettingsConfigDict(env_prefix="HPO_", extra="ignore")
@@ -51,3 +61,33 @@ class Settings(BaseSettings):
     mirror: bool = True
     mirror_interval: float = Field(default=5.0, gt=0)
     mirror_hold_running: float = Field(default=10.0, ge=0)
+    data_dirs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("data_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: Any) -> Any:
+        """A JSON list, or directories separated by ``os.pathsep``, as operators type them."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"HPO_DATA_DIRS starts with '[' but is not a JSON list ({exc.msg}); give "
+                    f"a JSON list of strings, or directories separated by {os.pathsep!r}"
+                ) from None
+        return value.split(os.pathsep)
+
+    @field_validator("data_dirs")
+    @classmethod
+    def _absolute_dirs(cls, dirs: list[str]) -> list[str]:
+        dirs = [d for d in dirs if d.strip()]  # "/a::/b" or a trailing separator
+        relative = [d for d in dirs if not os.path.isabs(d)]
+        if relative:
+            raise ValueError(
+                f"HPO_DATA_DIRS holds {', '.join(map(repr, relative))}, but every data root "
+                "must be an absolute path (a worker on another machine or in another working "
+                "directory would read a relative one elsewhere)"
+            )
+        return [os.path.normpath(d) for d in dirs]

@@ -19,7 +19,9 @@ router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 @router.post("", response_model=StudyPublic, status_code=status.HTTP_201_CREATED)
 def create_study(spec: StudySpec, db: DbDep, settings: SettingsDep) -> StudyPublic:
     """Create a study from its spec; 409 if the name is taken, 422 naming any broken rule."""
-    return service.create_study(db, spec=spec, workloads=settings.workloads)
+    return service.create_study(
+        db, spec=spec, workloads=settings.workloads, data_dirs=settings.data_dirs
+    )
 
 
 @router.get("", response_model=Page[StudyPublic])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from .. import algorithms
 from .._errors import DuplicateStudy, InvalidSpec, NoCompletedTrial, StudyNotRunning
+from ..data_roots import path_problems
 from ..schemas import BestTrial, StudyPublic
 from ..spec import StudySpec
 from ..storage import (
@@ -31,15 +32,25 @@ from ._lifecycle import note, stop_trials, transact
 
 
 def create_study(
-    db: Database, *, spec: StudySpec, workloads: Mapping[str, str] | None = None
+    db: Database,
+    *,
+    spec: StudySpec,
+    workloads: Mapping[str, str] | None = None,
+    data_dirs: Sequence[str] = (),
 ) -> StudyPublic:
     """Create a study from a validated spec; nothing is stored if any rule fails.
 
     Args:
         workloads: operator-registered workloads (name -> import path) besides the built-in ones.
+        data_dirs: the directories a workload option that names a file must lie in (none: no
+            option may name a file).
     """
-    problems = algorithms.missing_requirements(spec.algorithm) + check_study_fits(
-        spec.workload.name, list(spec.space), spec.objective.metric, dict(workloads or {})
+    problems = (
+        algorithms.missing_requirements(spec.algorithm)
+        + check_study_fits(
+            spec.workload.name, list(spec.space), spec.objective.metric, dict(workloads or {})
+        )
+        + path_problems(spec.workload.name, spec.workload.options, data_dirs)
     )
     if problems:
         raise InvalidSpec("; ".join(problems))

@@ -1,0 +1,165 @@
+"""Workload options that name files stay inside the operator's data roots (HPO_DATA_DIRS).
+
+The controller refuses a study that names a file elsewhere (422, nothing stored), on both
+databases; the worker checks again before it reads; and a failure reason never carries a file's
+content or a value of the worker's environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from hpo.settings import Settings
+from tests.conftest import row_counts
+
+
+def text_classification(name: str, **options: object) -> dict:
+    return {
+        "name": name,
+        "objective": {"metric": "val_accuracy", "direction": "maximize"},
+        "search_space": {"learning_rate": {"type": "categorical", "choices": [1e-3]}},
+        "algorithm": {"name": "random", "seed": 0},
+        "budget": {"max_trials": 3, "max_epochs": 1},
+        "workload": {"name": "text-classification", "options": options},
+    }
+
+
+def charlm(name: str, **options: object) -> dict:
+    spec = text_classification(name, **options)
+    spec["objective"] = {"metric": "val_loss", "direction": "minimize"}
+    spec["workload"] = {"name": "charlm-gpt", "options": options}
+    return spec
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> dict[str, Path]:
+    """A data root with a good file, and ways out of it: a file outside, links to it."""
+    root = tmp_path / "data"
+    outside = tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    good = root / "reviews.jsonl"
+    good.write_text('{"text": "good", "label": 1}\n', encoding="utf-8")
+    secret = outside / "secret.jsonl"
+    secret.write_text('{"text": "password hunter2", "label": 1}\n', encoding="utf-8")
+    (root / "link.jsonl").symlink_to(secret)
+    (root / "linked_dir").symlink_to(outside, target_is_directory=True)
+    (root / "inner_link.jsonl").symlink_to(good)
+    return {"root": root, "outside": outside, "good": good, "secret": secret}
+
+
+def roots_app(db_url: str, *roots: Path):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from api import create_app
+
+    return TestClient(create_app(Settings(database_url=db_url, data_dirs=[str(r) for r in roots])))
+
+
+def test_operators_give_data_roots_as_a_json_list_or_like_path(monkeypatch) -> None:
+    monkeypatch.setenv("HPO_DATA_DIRS", f"/srv/data{os.pathsep}/mnt/corpora/{os.pathsep}")
+    assert Settings().data_dirs == ["/srv/data", "/mnt/corpora"]
+    monkeypatch.setenv("HPO_DATA_DIRS", '["/srv/data", "/mnt/with:colon"]')
+    assert Settings().data_dirs == ["/srv/data", "/mnt/with:colon"]
+    monkeypatch.delenv("HPO_DATA_DIRS")
+    assert Settings().data_dirs == [], "none by default: no option may name a file"
+    monkeypatch.setenv("HPO_DATA_DIRS", "data")
+    with pytest.raises(ValidationError, match="'data'.*must be an absolute path"):
+        Settings()
+    monkeypatch.setenv("HPO_DATA_DIRS", '["/srv/data",')
+    with pytest.raises(ValidationError, match="not a JSON list"):
+        Settings()
+
+
+def test_a_study_that_names_a_file_outside_the_roots_is_refused_and_stores_nothing(
+    db_url: str, layout: dict[str, Path]
+) -> None:
+    root = layout["root"]
+    refused = {
+        "the worker's environment": text_classification("a", data_path="/proc/self/environ"),
+        "the password file": text_classification("b", data_path="/etc/passwd"),
+        "a '..' escape": text_classification("c", data_path=f"{root}/../outside/secret.jsonl"),
+        "a symlink out of the root": text_classification("d", data_path=f"{root}/link.jsonl"),
+        "a file under a linked directory": text_classification(
+            "e", data_path=f"{root}/linked_dir/secret.jsonl"
+        ),
+        "a relative path": text_classification("f", data_path="data/reviews.jsonl"),
+        "a model hub name": text_classification(
+            "g", data_path=str(layout["good"]), pretrained="bert-base-uncased"
+        ),
+        "a text for the language model": charlm("h", text_path="/etc/passwd"),
+        "a path that is not a string": text_classification("i", data_path=["/etc/passwd"]),
+        "a root that is only a prefix": text_classification("j", data_path=f"{root}2/x.jsonl"),
+    }
+    with roots_app(db_url, root) as api:
+        before = row_counts(db_url)
+        wrong = []
+        for case, spec in refused.items():
+            resp = api.post("/api/v1/studies", json=spec)
+            detail = str(resp.json().get("detail"))
+            option = "text_path" if "text_path" in detail else "data_path"
+            if "pretrained" in spec["workload"]["options"]:
+                option = "pretrained"
+            if resp.status_code != 422 or f"workload.options.{option}" not in detail:
+                wrong.append(f"{case}: {resp.status_code} {detail[:300]}")
+            elif str(root) not in detail:
+                wrong.append(f"{case}: the message does not name the allowed root: {detail}")
+            elif "hunter2" in detail or "root:x:0" in detail:
+                wrong.append(f"{case}: the message shows a file's content: {detail}")
+        assert not wrong, "\n".join(wrong)
+        assert row_counts(db_url) == before
+        assert api.get("/api/v1/studies").json()["count"] == 0
+
+
+def test_a_refusal_says_what_was_wrong_and_how_to_fix_it(db_url: str, layout) -> None:
+    with roots_app(db_url, layout["root"]) as api:
+        escaped = api.post(
+            "/api/v1/studies",
+            json=text_classification("s", data_path=f"{layout['root']}/link.jsonl"),
+        ).json()["detail"]
+        hub = api.post(
+            "/api/v1/studies",
+            json=text_classification("s", data_path=str(layout["good"]), pretrained="bert-base"),
+        ).json()["detail"]
+    assert escaped == (
+        f"workload.options.data_path: '{layout['root']}/link.jsonl' is outside the allowed data "
+        f"roots once '..' and symlinks are resolved; allowed: {layout['root']} (HPO_DATA_DIRS)"
+    )
+    assert hub.startswith("workload.options.pretrained: 'bert-base' is not an absolute path")
+    assert "nothing is looked up by name or downloaded" in hub
+
+
+def test_with_no_roots_no_option_may_name_a_file_but_the_built_in_data_works(
+    api, db_url: str, layout
+) -> None:
+    resp = api.post("/api/v1/studies", json=text_classification("t", data_path=str(layout["good"])))
+    assert resp.status_code == 422
+    assert "no data roots are configured" in resp.json()["detail"]
+    assert "HPO_DATA_DIRS=" in resp.json()["detail"]
+    assert api.get("/api/v1/studies").json()["count"] == 0
+    # charlm-gpt's default text (the stdlib) and digits-vit's data need no root
+    assert api.post("/api/v1/studies", json=charlm("default-text")).status_code == 201
+    digits = charlm("digits")
+    digits["objective"] = {"metric": "val_accuracy", "direction": "maximize"}
+    digits["workload"] = {"name": "digits-vit", "options": {"max_samples": 100}}
+    assert api.post("/api/v1/studies", json=digits).status_code == 201
+
+
+def test_a_file_inside_a_root_is_accepted(db_url: str, layout, tmp_path: Path) -> None:
+    other = tmp_path / "models"
+    other.mkdir()
+    with roots_app(db_url, layout["root"], other) as api:
+        for name, options in {
+            "plain": {"data_path": str(layout["good"])},
+            "link-inside": {"data_path": str(layout["root"] / "inner_link.jsonl")},
+            # the controller need not see the file: on a cluster it may be on the workers only
+            "not-here-yet": {"data_path": str(layout["root"] / "later" / "big.csv")},
+            "second-root": {"data_path": str(layout["good"]), "pretrained": str(other / "bert")},
+        }.items():
+            resp = api.post("/api/v1/studies", json=text_classification(name, **options))
+            assert resp.status_code == 201, f"{name}: {resp.text}"
+            assert resp.json()["spec"]["workload"]["options"] == options
