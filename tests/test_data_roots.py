@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from hpo.client import Client
 from hpo.settings import Settings
+from tests._live import LiveController
 from tests.conftest import row_counts
+from workers import runner
 
 
 def text_classification(name: str, **options: object) -> dict:
@@ -163,3 +166,83 @@ def test_a_file_inside_a_root_is_accepted(db_url: str, layout, tmp_path: Path) -
             resp = api.post("/api/v1/studies", json=text_classification(name, **options))
             assert resp.status_code == 201, f"{name}: {resp.text}"
             assert resp.json()["spec"]["workload"]["options"] == options
+
+
+@pytest.fixture
+def live_roots(fresh_postgres: str, layout):  # type: ignore[no-untyped-def]
+    """A controller on a real port that dispatches nothing: the test runs the worker itself."""
+    controller = LiveController(
+        fresh_postgres,
+        data_dirs=[str(layout["root"])],
+        workloads={"leak": "tests.custom_workload:leak_environment"},
+    ).start(dispatch=False)
+    yield controller
+    controller.stop()
+
+
+def run_one(live: LiveController, study: str, **job: object) -> dict:
+    """Ask a trial of ``study``, run it with the worker's runner here, return its last run."""
+    client = Client(live.url)
+    assignment = client.ask(study).assignment
+    spec = client.get_study(study).spec
+    outcome = runner.run(
+        runner.TrialJob(
+            controller_url=live.url,
+            assignment=assignment,
+            workload=spec.workload.name,
+            options=spec.workload.options,
+            max_epochs=1,
+            registered=live.settings.workloads,
+            **job,  # type: ignore[arg-type]
+        )
+    )
+    assert outcome == "failed"
+    return client.trial(study, assignment.number).runs[-1].model_dump()
+
+
+def test_the_worker_checks_the_roots_again_before_it_reads(live_roots, layout) -> None:
+    root, good = layout["root"], layout["good"]
+    model = root / "bert"
+    model.mkdir()
+    (model / "config.json").write_text("{}", encoding="utf-8")
+    spec = text_classification("swap", data_path=str(good), pretrained=str(model))
+    assert live_roots.api("POST", "/api/v1/studies", json=spec).status_code == 201
+    roots = (str(root),)
+
+    # after the study was created, its file became a link to a file outside the root
+    good.unlink()
+    good.symlink_to(layout["secret"])
+    swapped = run_one(live_roots, "swap", data_dirs=roots)
+    # and a file inside its model directory, one that leads out
+    good.unlink()
+    good.write_text('{"text": "good", "label": 1}\n', encoding="utf-8")
+    (model / "vocab.txt").symlink_to(layout["secret"])
+    inner = run_one(live_roots, "swap", data_dirs=roots)
+    # roots narrowed since the study was created: the worker goes by the roots it is given
+    narrowed = run_one(live_roots, "swap", data_dirs=())
+
+    assert swapped["failure_kind"] == "exception"
+    assert swapped["error"].startswith(
+        f"OutsideDataRoots: workload.options.data_path: '{good}' is outside the allowed data roots"
+    )
+    assert "'vocab.txt', which leads outside the allowed data roots" in inner["error"]
+    assert "no data roots are configured" in narrowed["error"]
+    for run in (swapped, inner, narrowed):
+        assert "hunter2" not in run["error"]
+        assert "Traceback" not in run["error"], "the study's own mistake needs no traceback"
+
+
+def test_a_decoding_error_never_shows_the_byte_it_could_not_decode() -> None:
+    """Libraries re-raise a UnicodeDecodeError as their own error, chained: its message would
+    quote a byte of the file they were reading."""
+    data = "config \u00e9t\u00e9".encode("latin-1")  # as read from a file
+    try:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise OSError("the config file is not valid JSON") from exc
+    except OSError as chained:
+        reason = runner.failure_reason(chained)
+    assert "OSError: the config file is not valid JSON" in reason
+    assert "can't decode bytes in position 7-7: invalid continuation byte" in reason
+    assert "0xe9" not in reason and "\\xe9" not in reason

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -74,6 +74,8 @@ class Dispatcher:
     Args:
         controller_url: where this controller's REST API answers (workers use it too).
         registered: operator-registered workloads, name -> ``module:function``.
+        data_dirs: the controller's data roots, passed to every worker, which checks the
+            study's file options against them again before reading.
         ray_address: a Ray cluster to join; ``None`` starts a local Ray (or uses the one this
             process already initialized).
         poll_interval: seconds between two passes.
@@ -85,6 +87,7 @@ class Dispatcher:
         controller_url: str,
         *,
         registered: Mapping[str, str] | None = None,
+        data_dirs: Sequence[str] = (),
         ray_address: str | None = None,
         poll_interval: float = 0.5,
         heartbeat_timeout: float = 90.0,
@@ -92,6 +95,7 @@ class Dispatcher:
     ) -> None:
         self.controller_url = controller_url.rstrip("/")
         self.registered = dict(registered or {})
+        self.data_dirs = tuple(data_dirs)
         self.ray_address = ray_address
         self.poll_interval = poll_interval
         self.heartbeat_interval = max(heartbeat_timeout / 3, 0.2)
@@ -213,6 +217,7 @@ class Dispatcher:
             seed=trial_seed(spec.algorithm.seed, assignment.number),
             heartbeat_interval=self.heartbeat_interval,
             registered=self.registered,
+            data_dirs=self.data_dirs,
         )
         ref = run_trial_task.options(
             num_gpus=spec.resources.gpus_per_trial,
