@@ -7,16 +7,20 @@ content or a value of the worker's environment.
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from hpo.client import Client
+from hpo.redact import scrub
 from hpo.settings import Settings
 from tests._live import LiveController
 from tests.conftest import row_counts
+from tests.custom_workload import URL_PASSWORD
 from workers import runner
 
 
@@ -232,6 +236,27 @@ def test_the_worker_checks_the_roots_again_before_it_reads(live_roots, layout) -
         assert "Traceback" not in run["error"], "the study's own mistake needs no traceback"
 
 
+def test_a_failure_reason_keeps_the_traceback_but_no_environment_value(
+    live_roots, monkeypatch
+) -> None:
+    secret = uuid.uuid4().hex
+    monkeypatch.setenv("HPO_TEST_RUNNER_SECRET", secret)
+    spec = {
+        "name": "leaky",
+        "objective": {"metric": "score"},
+        "search_space": {"x": {"type": "float", "low": 0, "high": 1}},
+        "workload": {"name": "leak", "options": {"variable": "HPO_TEST_RUNNER_SECRET"}},
+    }
+    assert live_roots.api("POST", "/api/v1/studies", json=spec).status_code == 201
+    error = run_one(live_roots, "leaky")["error"]
+    assert secret not in error and URL_PASSWORD not in error
+    assert "cannot connect with token [redacted:HPO_TEST_RUNNER_SECRET] to " in error
+    assert "postgresql://hpo:[redacted:password]@db:5432/hpo" in error
+    # file, line and function stay: the traceback still points at the bug
+    assert 'custom_workload.py", line ' in error and ", in leak_environment" in error
+    assert 'runner.py", line ' in error
+
+
 def test_a_decoding_error_never_shows_the_byte_it_could_not_decode() -> None:
     """Libraries re-raise a UnicodeDecodeError as their own error, chained: its message would
     quote a byte of the file they were reading."""
@@ -246,3 +271,123 @@ def test_a_decoding_error_never_shows_the_byte_it_could_not_decode() -> None:
     assert "OSError: the config file is not valid JSON" in reason
     assert "can't decode bytes in position 7-7: invalid continuation byte" in reason
     assert "0xe9" not in reason and "\\xe9" not in reason
+
+
+def test_scrub_hides_environment_values_and_url_passwords_but_keeps_paths(tmp_path) -> None:
+    environ = {
+        "HPO_DATABASE_URL": "postgresql://hpo:s3cr3t-pw@db:5432/hpo",
+        "TOKEN": "abcdef0123456789",
+        "TOKEN_PREFIX": "abcdef01",
+        "SHORT": "1234567",  # shorter than 8: would blank out ordinary numbers
+        "VIRTUAL_ENV": str(tmp_path),  # an existing path: file names stay readable
+        "PATH": f"{tmp_path}{os.pathsep}/usr/bin",
+    }
+    text = (
+        f'File "{tmp_path}/lib/mod.py", line 3, in connect\n'
+        "OperationalError: postgresql://hpo:s3cr3t-pw@db:5432/hpo refused token "
+        "abcdef0123456789 (prefix abcdef01), retry 1234567; "
+        "also redis://:p@ss@cache:6379/0 and https://example.com:8443/x"
+    )
+    assert scrub(text, environ) == (
+        f'File "{tmp_path}/lib/mod.py", line 3, in connect\n'
+        "OperationalError: [redacted:HPO_DATABASE_URL] refused token [redacted:TOKEN] "
+        "(prefix [redacted:TOKEN_PREFIX]), retry 1234567; "
+        "also redis://:[redacted:password]@cache:6379/0 and https://example.com:8443/x"
+    )
+
+
+def write_bad_data(root: Path, marker: str) -> dict[str, dict]:
+    """One failing study per way a data file can be wrong; ``marker`` is in every file."""
+    (root / "header.csv").write_text(f"{marker},sentence\n" + "a,b\n" * 20, encoding="utf-8")
+    (root / "broken.jsonl").write_text(
+        '{"text": "fine", "label": 1}\n{"text": "' + marker + '", "label": \n', encoding="utf-8"
+    )
+    (root / "one_label.jsonl").write_text(
+        "".join(json.dumps({"text": f"text {i}", "label": marker}) + "\n" for i in range(20)),
+        encoding="utf-8",
+    )
+    (root / "latin1.jsonl").write_bytes(
+        json.dumps({"text": f"{marker} caf\u00e9", "label": 1}, ensure_ascii=False).encode(
+            "latin-1"
+        )
+    )
+    (root / "latin1.txt").write_bytes(f"{marker} caf\u00e9 ".encode("latin-1") * 200)
+    return {
+        "header": text_classification("header", data_path=str(root / "header.csv")),
+        "broken": text_classification("broken", data_path=str(root / "broken.jsonl")),
+        "one-label": text_classification("one-label", data_path=str(root / "one_label.jsonl")),
+        "latin1": text_classification("latin1", data_path=str(root / "latin1.jsonl")),
+        "latin1-text": charlm("latin1-text", text_path=str(root / "latin1.txt")),
+    }
+
+
+def every_get_answer(live: LiveController, studies: list[str]) -> dict[str, str]:
+    """The body of every GET route (the API's, from its OpenAPI document, and the dashboard's
+    pages, which it leaves out) for every study."""
+    from api.routes import pages
+
+    paths = [
+        p for p, ops in live.api("GET", "/openapi.json").json()["paths"].items() if "get" in ops
+    ]
+    paths += [r.path for r in pages.router.routes if not r.path.startswith("/static/")]
+    query = {"trials": "0,1", "studies": ",".join(studies), "limit": 1000}
+    answers = {}
+    for path in paths:
+        for study in studies if "{study}" in path else [""]:
+            url = path.replace("{study}", study).replace("{number}", "0")
+            answers[url] = live.api("GET", url, params=query).text
+    return answers
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_no_answer_shows_a_secret_of_the_workers_environment_or_a_files_content(
+    fresh_postgres: str, tmp_path: Path, worker_secret: str
+) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    marker = uuid.uuid4().hex
+    specs = write_bad_data(root, marker)
+    specs["leak"] = {
+        "name": "leak",
+        "objective": {"metric": "score"},
+        "search_space": {"x": {"type": "float", "low": 0, "high": 1}},
+        "budget": {"max_trials": 1},
+        "workload": {"name": "leak"},
+    }
+    live = LiveController(
+        fresh_postgres,
+        data_dirs=[str(root)],
+        workloads={"leak": "tests.custom_workload:leak_environment"},
+    ).start()
+    try:
+        for spec in specs.values():
+            spec["budget"]["max_trials"] = 1
+            resp = live.api("POST", "/api/v1/studies", json=spec)
+            assert resp.status_code == 201, resp.text
+        errors = {}
+        for name in specs:
+            study = live.wait_for(name, timeout=300)
+            assert study["trial_counts"]["failed"] == 1, study["trial_counts"]
+            errors[name] = live.runs(name)[-1]["error"]
+        answers = every_get_answer(live, list(specs))
+    finally:
+        live.stop()
+
+    # the secret did reach the worker, and was caught on its way out
+    assert "[redacted:HPO_TEST_SECRET]" in errors["leak"]
+    assert "postgresql://hpo:[redacted:password]@db" in errors["leak"]
+    # each data failure says what is wrong with the file, without quoting it
+    assert (
+        "the CSV header has 2 column(s), but it needs the columns 'text', 'label'"
+        in (errors["header"])
+    )
+    assert "broken.jsonl, line 2, column " in errors["broken"]
+    assert "not valid JSON" in errors["broken"]
+    assert "every example has the same label" in errors["one-label"]
+    assert "latin1.jsonl is not UTF-8 text" in errors["latin1"]
+    assert "latin1.txt is not UTF-8 text" in errors["latin1-text"]
+    assert len(answers) > 20, sorted(answers)
+    for url, body in answers.items():
+        assert worker_secret not in body, f"GET {url} shows the worker's secret"
+        assert URL_PASSWORD not in body, f"GET {url} shows a URL's password"
+        assert marker not in body, f"GET {url} shows a file's content"

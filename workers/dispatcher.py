@@ -24,6 +24,7 @@ import ray.exceptions
 
 import hpo
 from hpo.client import Client, HPOClientError
+from hpo.redact import scrub
 from hpo.schemas import StudyPublic, TrialAssignment
 from hpo.workloads import BUILTIN as CATALOG
 
@@ -246,7 +247,9 @@ class Dispatcher:
 
     def _report_lost(self, flight: InFlight, exc: Exception) -> None:
         kind = "node_lost" if isinstance(exc, ray.exceptions.NodeDiedError) else "crash"
-        reason = f"the worker process died: {type(exc).__name__}: {str(exc)[:2000]}"
+        # a Ray error carries the worker's traceback; cut after scrubbing, so no secret is cut
+        # into a piece the scrubber cannot recognise
+        reason = f"the worker process died: {type(exc).__name__}: {scrub(str(exc))[:2000]}"
         try:
             self.client.attach(flight.assignment).fail(reason, kind=kind)
             log.warning(

@@ -6,7 +6,9 @@ going while the workload trains, and ends the attempt with ``complete`` or ``fai
 controller that restarts meanwhile is waited for, so a trial survives it.
 
 Before the workload starts, its file options are checked again against the data roots the
-dispatcher passed on (:func:`hpo.data_roots.confine_options`).
+dispatcher passed on (:func:`hpo.data_roots.confine_options`), and a failure reason is
+scrubbed of this process's environment values and URL passwords (:func:`hpo.redact.scrub`)
+before it is sent.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, TypeVar
 import hpo
 from hpo.client import Client, HPOClientError, Trial
 from hpo.data_roots import OutsideDataRoots, confine_options
+from hpo.redact import scrub
 from hpo.schemas import TrialAssignment
 
 from .workloads import InvalidHyperparameters, NonFiniteLoss, resolve
@@ -102,12 +105,12 @@ def _failure_kind(exc: BaseException) -> str:
 
 def failure_reason(exc: BaseException) -> str:
     """What the controller is told: the error and, unless it is the study's own mistake, its
-    traceback (file, line, function); never a byte of a file."""
+    traceback (file, line, function); never a byte of a file or a value of the environment."""
     _drop_undecodable_bytes(exc)
     reason = f"{type(exc).__name__}: {exc}"
     if not isinstance(exc, (InvalidHyperparameters, OutsideDataRoots)):
         reason += "\n" + "".join(traceback.format_exception(exc))
-    return reason
+    return scrub(reason)
 
 
 def _drop_undecodable_bytes(exc: BaseException) -> None:
