@@ -135,6 +135,7 @@ class Controller:
         self.dispatcher = Dispatcher(
             self.url,
             registered=self.settings.workloads,
+            data_dirs=self.settings.data_dirs,
             heartbeat_timeout=self.settings.heartbeat_timeout,
             api_key=key,
         )

@@ -3,6 +3,8 @@ builds the app (never at import time)."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,6 +48,12 @@ class Settings(BaseSettings):
             of a container deployment); at least 32 random characters.
         admin_key_file: a file holding ``admin_key`` (a Docker or Kubernetes secret).
         session_hours: how long a dashboard sign-in lasts.
+        data_dirs: the directories a workload option that names a file or directory (such as
+            ``data_path``, ``text_path``, ``pretrained``) must lie in, once ``..`` and symlinks
+            are resolved; absolute paths, as a JSON list (``HPO_DATA_DIRS='["/srv/data"]'``) or
+            separated like ``PATH`` (``HPO_DATA_DIRS=/srv/data:/mnt/corpora``). None (the
+            default) means no option may name a file; the built-in data (scikit-learn's
+            digits, the stdlib sources ``charlm-gpt`` reads by default) needs no root.
     """
 
     model_config = SettingsConfigDict(env_prefix="HPO_", extra="ignore")
@@ -76,8 +84,6 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                import json
-
                 return json.loads(text)
             return [h.strip().lower() for h in text.split(",") if h.strip()]
         return value
@@ -89,3 +95,34 @@ class Settings(BaseSettings):
         if self.admin_key_file is not None:
             return self.admin_key_file.read_text(encoding="utf-8").strip() or None
         return None
+
+    data_dirs: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("data_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: Any) -> Any:
+        """A JSON list, or directories separated by ``os.pathsep``, as operators type them."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"HPO_DATA_DIRS starts with '[' but is not a JSON list ({exc.msg}); give "
+                    f"a JSON list of strings, or directories separated by {os.pathsep!r}"
+                ) from None
+        return value.split(os.pathsep)
+
+    @field_validator("data_dirs")
+    @classmethod
+    def _absolute_dirs(cls, dirs: list[str]) -> list[str]:
+        dirs = [d for d in dirs if d.strip()]  # "/a::/b" or a trailing separator
+        relative = [d for d in dirs if not os.path.isabs(d)]
+        if relative:
+            raise ValueError(
+                f"HPO_DATA_DIRS holds {', '.join(map(repr, relative))}, but every data root "
+                "must be an absolute path (a worker on another machine or in another working "
+                "directory would read a relative one elsewhere)"
+            )
+        return [os.path.normpath(d) for d in dirs]

@@ -38,6 +38,9 @@ class WorkloadInfo:
     #: the objective and direction that suit it
     default_objective: tuple[str, str] = ("val_loss", "minimize")
     options: dict[str, str] = field(default_factory=dict)
+    #: the options that name a file or directory: they must lie inside the operator's data
+    #: roots (:mod:`hpo.data_roots`)
+    path_options: tuple[str, ...] = ()
 
 
 _EPOCH_METRICS = ("train_loss", "epoch_seconds", "samples_per_second", "gpu_memory_peak_mb")
@@ -71,6 +74,7 @@ BUILTIN: dict[str, WorkloadInfo] = {
                 "max_chars": "use at most this many characters (default 200000)",
                 "windows_per_epoch": "random training windows per epoch (default 2000)",
             },
+            path_options=("text_path",),
         ),
         WorkloadInfo(
             name="text-classification",
@@ -83,6 +87,7 @@ BUILTIN: dict[str, WorkloadInfo] = {
                 "data_path": "CSV or JSONL with 'text' and 'label' columns (required)",
                 "pretrained": "local path of a pretrained BERT to fine-tune (optional)",
             },
+            path_options=("data_path", "pretrained"),
         ),
         WorkloadInfo(
             name="synthetic",

@@ -37,6 +37,7 @@ class LiveController:
         self.dispatcher = Dispatcher(
             self.url,
             registered=self.settings.workloads,
+            data_dirs=self.settings.data_dirs,
             heartbeat_timeout=self.settings.heartbeat_timeout,
             poll_interval=0.2,
         )

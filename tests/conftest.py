@@ -151,9 +151,17 @@ def row_counts(url: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[None]:
+def worker_secret() -> str:
+    """A secret in the environment of this process and, set before Ray starts, of every Ray
+    worker (as ``HPO_DATABASE_URL`` or a cloud token would be); no answer may ever show it."""
+    return os.environ.setdefault("HPO_TEST_SECRET", uuid.uuid4().hex)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(worker_secret: str) -> Iterator[None]:
     """One local Ray for the whole session, declaring two GPUs the machine does not have so
-    that Ray's placement (and CUDA_VISIBLE_DEVICES) can be checked honestly."""
+    that Ray's placement (and CUDA_VISIBLE_DEVICES) can be checked honestly. Its workers
+    inherit ``worker_secret``."""
     import ray
 
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)

@@ -14,8 +14,9 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
 @pytest.fixture
-def live(fresh_postgres):
-    controller = LiveController(fresh_postgres).start()
+def live(fresh_postgres, tmp_path):
+    # the test's tmp dir is where its data files go, and the data root, as an operator sets
+    controller = LiveController(fresh_postgres, data_dirs=[str(tmp_path)]).start()
     yield controller
     controller.stop()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -24,6 +24,7 @@ import ray.exceptions
 
 import hpo
 from hpo.client import Client, HPOClientError
+from hpo.redact import scrub
 from hpo.schemas import StudyPublic, TrialAssignment
 from hpo.workloads import BUILTIN as CATALOG
 
@@ -74,6 +75,8 @@ class Dispatcher:
     Args:
         controller_url: where this controller's REST API answers (workers use it too).
         registered: operator-registered workloads, name -> ``module:function``.
+        data_dirs: the controller's data roots, passed to every worker, which checks the
+            study's file options against them again before reading.
         ray_address: a Ray cluster to join; ``None`` starts a local Ray (or uses the one this
             process already initialized).
         poll_interval: seconds between two passes.
@@ -87,6 +90,7 @@ class Dispatcher:
         controller_url: str,
         *,
         registered: Mapping[str, str] | None = None,
+        data_dirs: Sequence[str] = (),
         ray_address: str | None = None,
         poll_interval: float = 0.5,
         heartbeat_timeout: float = 90.0,
@@ -95,6 +99,7 @@ class Dispatcher:
     ) -> None:
         self.controller_url = controller_url.rstrip("/")
         self.registered = dict(registered or {})
+        self.data_dirs = tuple(data_dirs)
         self.ray_address = ray_address
         self.poll_interval = poll_interval
         self.heartbeat_interval = max(heartbeat_timeout / 3, 0.2)
@@ -221,6 +226,7 @@ class Dispatcher:
             heartbeat_interval=self.heartbeat_interval,
             registered=self.registered,
             api_key=self.api_key,
+            data_dirs=self.data_dirs,
         )
         ref = run_trial_task.options(
             num_gpus=spec.resources.gpus_per_trial,
@@ -249,7 +255,9 @@ class Dispatcher:
 
     def _report_lost(self, flight: InFlight, exc: Exception) -> None:
         kind = "node_lost" if isinstance(exc, ray.exceptions.NodeDiedError) else "crash"
-        reason = f"the worker process died: {type(exc).__name__}: {str(exc)[:2000]}"
+        # a Ray error carries the worker's traceback; cut after scrubbing, so no secret is cut
+        # into a piece the scrubber cannot recognise
+        reason = f"the worker process died: {type(exc).__name__}: {scrub(str(exc))[:2000]}"
         try:
             self.client.attach(flight.assignment).fail(reason, kind=kind)
             log.warning(

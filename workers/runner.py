@@ -4,6 +4,11 @@ The runner needs the controller's URL and the trial's token, never the database.
 where it runs (host, pid, ``CUDA_VISIBLE_DEVICES``) in a first heartbeat, keeps a heartbeat
 going while the workload trains, and ends the attempt with ``complete`` or ``fail``; a
 controller that restarts meanwhile is waited for, so a trial survives it.
+
+Before the workload starts, its file options are checked again against the data roots the
+dispatcher passed on (:func:`hpo.data_roots.confine_options`), and a failure reason is
+scrubbed of this process's environment values and URL passwords (:func:`hpo.redact.scrub`)
+before it is sent.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any, TypeVar
 
 import hpo
 from hpo.client import Client, HPOClientError, Trial
+from hpo.data_roots import OutsideDataRoots, confine_options
+from hpo.redact import scrub
 from hpo.schemas import TrialAssignment
 
 from .workloads import InvalidHyperparameters, NonFiniteLoss, resolve
@@ -49,6 +56,9 @@ class TrialJob:
     registered: Mapping[str, str] = field(default_factory=dict)
     #: the API key the worker presents besides the trial's token (a worker key)
     api_key: str | None = None
+    #: the controller's data roots (``HPO_DATA_DIRS``): the one list the operator configured,
+    #: also on worker nodes that do not share the controller's environment
+    data_dirs: tuple[str, ...] = ()
 
 
 class ProtocolReporter:
@@ -95,6 +105,31 @@ def _failure_kind(exc: BaseException) -> str:
     return "exception"
 
 
+def failure_reason(exc: BaseException) -> str:
+    """What the controller is told: the error and, unless it is the study's own mistake, its
+    traceback (file, line, function); never a byte of a file or a value of the environment."""
+    _drop_undecodable_bytes(exc)
+    reason = f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, (InvalidHyperparameters, OutsideDataRoots)):
+        reason += "\n" + "".join(traceback.format_exception(exc))
+    return scrub(reason)
+
+
+def _drop_undecodable_bytes(exc: BaseException) -> None:
+    """A UnicodeDecodeError's message quotes the byte it could not decode, a byte of whatever
+    file a library was reading; without its ``object`` it gives the position only."""
+    pending: list[BaseException | None] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, UnicodeDecodeError):
+            current.object = b""
+        pending += [current.__cause__, current.__context__]
+
+
 def _heartbeats(
     reporter: ProtocolReporter, trial: Trial, every: float, done: threading.Event
 ) -> None:
@@ -137,12 +172,13 @@ def run(job: TrialJob) -> str:
             target=_heartbeats, args=(reporter, trial, job.heartbeat_interval, done), daemon=True
         )
         beat.start()
+        options = confine_options(job.workload, job.options, job.data_dirs)
         train = resolve(job.workload, job.registered)
         final = _call(
             train,
             dict(job.assignment.params),
             reporter,
-            options=dict(job.options),
+            options=options,
             max_epochs=job.max_epochs,
             seed=job.seed,
         )
@@ -153,9 +189,7 @@ def run(job: TrialJob) -> str:
     except TrialStopped:
         return "stopped"
     except Exception as exc:  # the trial's own failure: record it, the study goes on
-        reason = f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, InvalidHyperparameters):
-            reason += "\n" + traceback.format_exc()
+        reason = failure_reason(exc)
         kind = _failure_kind(exc)
         try:
             reporter.call(lambda: trial.fail(reason[-20000:], kind=kind))

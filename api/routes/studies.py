@@ -23,7 +23,13 @@ def create_study(spec: StudySpec, db: DbDep, settings: SettingsDep, caller: Crea
     """Create a study from its spec; 409 if the name is taken, 422 naming any broken rule.
 
     Role member or admin; the study records the key that created it (its owner)."""
-    return service.create_study(db, spec=spec, workloads=settings.workloads, created_by=caller.name)
+    return service.create_study(
+        db,
+        spec=spec,
+        workloads=settings.workloads,
+        data_dirs=settings.data_dirs,
+        created_by=caller.name,
+    )
 
 
 @router.get("", response_model=Page[StudyPublic])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from .. import access, algorithms
 from .._errors import DuplicateStudy, InvalidSpec, NoCompletedTrial, StudyNotRunning
 from ..access import Action, Principal
+from ..data_roots import path_problems
 from ..schemas import BestTrial, StudyPublic
 from ..spec import StudySpec
 from ..storage import (
@@ -37,15 +38,22 @@ def create_study(
     spec: StudySpec,
     workloads: Mapping[str, str] | None = None,
     created_by: str | None = None,
+    data_dirs: Sequence[str] = (),
 ) -> StudyPublic:
     """Create a study from a validated spec; nothing is stored if any rule fails.
 
     Args:
         workloads: operator-registered workloads (name -> import path) besides the built-in ones.
         created_by: the name of the API key creating it (its owner).
+        data_dirs: the directories a workload option that names a file must lie in (none: no
+            option may name a file).
     """
-    problems = algorithms.missing_requirements(spec.algorithm) + check_study_fits(
-        spec.workload.name, list(spec.space), spec.objective.metric, dict(workloads or {})
+    problems = (
+        algorithms.missing_requirements(spec.algorithm)
+        + check_study_fits(
+            spec.workload.name, list(spec.space), spec.objective.metric, dict(workloads or {})
+        )
+        + path_problems(spec.workload.name, spec.workload.options, data_dirs)
     )
     if problems:
         raise InvalidSpec("; ".join(problems))

@@ -71,8 +71,13 @@ def load_text(options: dict[str, Any]) -> str:
     path = Path(text_path)
     if not path.is_file():
         raise ValueError(f"workload option 'text_path' is {str(path)!r}, which is not a file")
-    with path.open(encoding="utf-8") as f:
-        return f.read(max_chars)
+    try:
+        with path.open(encoding="utf-8") as f:
+            return f.read(max_chars)
+    except UnicodeDecodeError:  # its message would quote a byte of the file
+        raise ValueError(
+            f"workload option 'text_path': {path} is not UTF-8 text; save it as UTF-8"
+        ) from None
 
 
 def _val_batches(data: torch.Tensor, context: int, batch_size: int) -> list[Batch]:

@@ -51,21 +51,46 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ARCHITECTURE_PARAMS = ("num_heads", "num_layers", "hidden_size", "head_dim")
 
 
+def _read_utf8(path: Path, option: str) -> str:
+    """The text of ``path``; an error says where it is not UTF-8, never which bytes are there.
+
+    No message here or below quotes the file: a path that slipped past the data roots, or a
+    file with secrets in it, must not come back to the caller in a failure reason.
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"workload option {option!r}: {path} is not UTF-8 text (byte {exc.start} cannot "
+            "be decoded); save it as UTF-8"
+        ) from None
+
+
 def _rows(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        content = f.read()
+    content = _read_utf8(path, "data_path")
     is_jsonl = path.suffix.lower() in (".jsonl", ".ndjson", ".json") or (
         path.suffix.lower() != ".csv" and content.lstrip().startswith("{")
     )
-    if not is_jsonl:
-        reader = csv.DictReader(io.StringIO(content, newline=""))
-        missing = [f for f in FIELDS if f not in (reader.fieldnames or [])]
+    return _jsonl_rows(path, content) if is_jsonl else _csv_rows(path, content)
+
+
+def _csv_rows(path: Path, content: str) -> list[dict[str, Any]]:
+    reader = csv.DictReader(io.StringIO(content, newline=""))
+    try:
+        header = reader.fieldnames or []
+        missing = [f for f in FIELDS if f not in header]
         if missing:
             raise ValueError(
-                f"{path}: the CSV header is {reader.fieldnames}, but it needs the columns "
+                f"{path}: the CSV header has {len(header)} column(s), but it needs the columns "
                 f"{', '.join(map(repr, FIELDS))} (missing {', '.join(map(repr, missing))})"
             )
         return list(reader)
+    except csv.Error as exc:  # the module's messages name the rule broken, not the text
+        raise ValueError(f"{path}, line {reader.line_num}: not valid CSV ({exc})") from None
+
+
+def _jsonl_rows(path: Path, content: str) -> list[dict[str, Any]]:
     rows = []
     for number, line in enumerate(content.splitlines(), 1):
         if not line.strip():
@@ -73,7 +98,11 @@ def _rows(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}, line {number}: not valid JSON ({exc})") from None
+            # the rule only: a message may go on to quote the offending character
+            rule = exc.msg.partition(":")[0]
+            raise ValueError(
+                f"{path}, line {number}, column {exc.colno}: not valid JSON ({rule})"
+            ) from None
         missing = [f for f in FIELDS if not isinstance(row, dict) or f not in row]
         if missing:
             raise ValueError(
@@ -113,7 +142,7 @@ def load_examples(data_path: Any) -> tuple[list[str], np.ndarray, list[str]]:
     raw = [str(row["label"]).strip() for row in rows]
     labels = sorted(set(raw), key=_label_order)
     if len(labels) < 2:
-        raise ValueError(f"{path}: every example has the label {labels[0]!r}; need 2 or more")
+        raise ValueError(f"{path}: every example has the same label; it needs 2 or more labels")
     ids = {label: i for i, label in enumerate(labels)}
     return texts, np.array([ids[label] for label in raw], dtype=np.int64), labels
 
