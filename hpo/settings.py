@@ -6,9 +6,11 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "DEFAULT_DATABASE_URL"]
+__all__ = ["Settings", "DEFAULT_DATABASE_URL", "MAX_BODY_BYTES"]
 
 DEFAULT_DATABASE_URL = "sqlite:///hpo.db"
+#: 1 MiB: a real study spec is a few kilobytes, a trial report a few hundred bytes
+MAX_BODY_BYTES = 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -34,6 +36,8 @@ class Settings(BaseSettings):
         mirror_interval: seconds between two mirror passes when nothing wakes it sooner.
         mirror_hold_running: seconds a trial runs before the mirror shows it running in
             Optuna's tables (one that ends sooner is written once, whole, when it ends).
+        max_body_bytes: the largest request body the controller reads; a larger one is
+            answered 413 before any of it is parsed (a study spec is a few kilobytes).
     """
 
     model_config = SettingsConfigDict(env_prefix="HPO_", extra="ignore")
@@ -51,3 +55,4 @@ class Settings(BaseSettings):
     mirror: bool = True
     mirror_interval: float = Field(default=5.0, gt=0)
     mirror_hold_running: float = Field(default=10.0, ge=0)
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024)
