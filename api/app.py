@@ -15,6 +15,7 @@ from . import errors
 from .access_log import AccessLogMiddleware
 from .background import Mirror, Reaper, warm_up
 from .compression import ReadsGZipMiddleware
+from .headers import SecurityHeadersMiddleware
 from .limits import BodyLimitMiddleware
 from .routes import figures, meta, pages, studies, trials
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     # figures and plotly.js compress 3-5x; the dashboard should open quickly on a slow link too
     app.add_middleware(ReadsGZipMiddleware, minimum_size=2048)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(AccessLogMiddleware)  # outermost of ours: its duration includes gzip
     app.include_router(studies.router)
     app.include_router(trials.router)

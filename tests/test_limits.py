@@ -182,6 +182,7 @@ def test_a_real_server_refuses_100_mb_without_holding_it(tmp_path):
             status, headers, body = _read_response(sock)
         assert status == 413, body
         assert f"{hundred_mb:,} bytes" in json.loads(body)["detail"]
+        assert headers["x-content-type-options"] == "nosniff"
 
         # a chunked body is refused once it passes the limit: the answer comes while most of
         # the 100 MB is still unsent

@@ -15,6 +15,7 @@ import hpo
 from hpo import StudyNotFound, TrialNotFound, service, vocabulary
 
 from ..deps import DbDep
+from ..headers import WEBGL_PAGE_POLICY
 
 router = APIRouter(include_in_schema=False)
 _PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -28,13 +29,15 @@ def _templates() -> jinja2.Environment:
     )
 
 
-def _page(name: str, status: int = 200, **context: object) -> HTMLResponse:
+def _page(
+    name: str, status: int = 200, headers: dict[str, str] | None = None, **context: object
+) -> HTMLResponse:
     html = (
         _templates()
         .get_template(name)
         .render(version=hpo.__version__, vocabulary=vocabulary.as_json(), **context)
     )
-    return HTMLResponse(html, status_code=status)
+    return HTMLResponse(html, status_code=status, headers=headers)
 
 
 def _not_found(message: str) -> HTMLResponse:
@@ -52,7 +55,14 @@ def study_page(study: str, db: DbDep, request: Request) -> HTMLResponse:
         found = service.get_study(db, ref=study)
     except StudyNotFound as exc:
         return _not_found(exc.message)
-    return _page("study.html", title=found.name, study=found, base_url=str(request.base_url))
+    return _page(
+        "study.html",
+        # the parallel coordinates are drawn with WebGL, whose regl needs eval (api/headers.py)
+        headers={"Content-Security-Policy": WEBGL_PAGE_POLICY},
+        title=found.name,
+        study=found,
+        base_url=str(request.base_url),
+    )
 
 
 @router.get("/studies/{study}/trials/{number}", response_class=HTMLResponse)
