@@ -5,9 +5,10 @@ sees a body over the limit:
 
 - a declared ``Content-Length`` over the limit is refused at once, without reading a byte
   of the body (within the limit, the server holds the body to its declared length);
-- a body without a length (``Transfer-Encoding: chunked``) is counted as it streams in and
-  refused as soon as the count passes the limit, so at most ``max_bytes`` plus one chunk of
-  it is ever held (the app would hold the whole body anyway, to parse it).
+- a chunked body (``Transfer-Encoding: chunked``, whatever length it also claims) is counted
+  as it streams in and refused as soon as the count passes the limit, so at most
+  ``max_bytes`` plus one chunk of it is ever held (the app would hold the whole body anyway,
+  to parse it).
 
 The server (uvicorn) discards the rest of a refused body as it arrives.
 """
@@ -34,7 +35,7 @@ class BodyLimitMiddleware:
         if declared is not None and declared > self.max_bytes:
             await self._refuse(send, declared)
             return
-        if declared is not None or not chunked:
+        if not chunked:  # the server holds a body to its declared length
             await self.app(scope, receive, send)
             return
         first = await self._read_within_limit(receive)
