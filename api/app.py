@@ -18,6 +18,8 @@ from .access_log import AccessLogMiddleware
 from .auth import AllowedHostsMiddleware, Gate
 from .background import Mirror, Reaper, warm_up
 from .compression import ReadsGZipMiddleware
+from .headers import SecurityHeadersMiddleware
+from .limits import BodyLimitMiddleware
 from .routes import figures, keys, meta, pages, studies, trials
 
 log = logging.getLogger("hpo.controller")
@@ -82,6 +84,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.add_middleware(ReadsGZipMiddleware, minimum_size=2048)
     if settings.allowed_hosts:
         app.add_middleware(AllowedHostsMiddleware, hosts=settings.allowed_hosts)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(AccessLogMiddleware)  # outermost of ours: its duration includes gzip
     app.include_router(studies.router)
     app.include_router(trials.router)

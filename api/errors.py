@@ -21,6 +21,8 @@ from sqlalchemy import exc as sa_exc
 from hpo import HPOError
 from hpo.spec import format_errors
 
+from .headers import SECURITY_HEADERS
+
 log = logging.getLogger("hpo.api")
 
 #: seconds a client is told to wait before retrying while the database is unreachable
@@ -101,6 +103,7 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
             f"{request.method} {request.url.path}; this is a bug in hpo, and the "
             "controller's log has the details"
         },
+        headers=SECURITY_HEADERS,  # sent from outside every middleware
     )
 
 

@@ -46,7 +46,7 @@ def _row(name: str, values: list[Any]) -> dict[str, Any]:
 def _curves_figure(metric: str, traces: list[go.Scatter], **layout: Any) -> Figure:
     fig = go.Figure(data=traces, layout=s.base_layout(**layout))
     fig.update_xaxes(title_text="step")
-    fig.update_yaxes(title_text=metric)
+    fig.update_yaxes(title_text=s.esc(metric))
     return s.to_dict(fig)
 
 
@@ -63,7 +63,7 @@ def _overlay(details: list[TrialDetail], metric: str) -> Figure:
                 mode="lines+markers",
                 line={"color": s.series_color(i)},
                 marker={"size": 5},
-                hovertemplate=f"{hover}<br>step = %{{x}}<br>{metric} = %{{y:.4g}}<extra></extra>",
+                **s.hover_with(hover, metric),
             )
         )
     return _curves_figure(metric, traces)
@@ -116,7 +116,7 @@ def metric_curves(detail: TrialDetail, *, objective: str | None = None) -> dict[
     for metric in _objective_first(names, objective or _guess_objective([detail])):
         traces = [_attempt_trace(run, metric) for run in attempts[:-1]]
         steps, values = _series(detail, metric)
-        name = f"attempt {detail.runs[-1].attempt}" if len(detail.runs) > 1 else metric
+        name = f"attempt {detail.runs[-1].attempt}" if len(detail.runs) > 1 else s.esc(metric)
         traces.append(
             go.Scatter(
                 name=name,
@@ -125,7 +125,7 @@ def metric_curves(detail: TrialDetail, *, objective: str | None = None) -> dict[
                 mode="lines+markers",
                 line={"color": s.state_color(detail.state)},
                 marker={"size": 5},
-                hovertemplate=f"{name}<br>step = %{{x}}<br>{metric} = %{{y:.4g}}<extra></extra>",
+                **s.hover_with(name, metric),
             )
         )
         margin = {"l": 50, "r": 10, "t": 10, "b": 40}
@@ -143,7 +143,7 @@ def _attempt_trace(run: RunPublic, metric: str) -> go.Scatter:
         mode="lines+markers",
         line={"color": s.state_color(TrialState.CANCELLED), "dash": "dash"},
         marker={"size": 4},
-        hovertemplate=f"{name}<br>step = %{{x}}<br>{metric} = %{{y:.4g}}<extra></extra>",
+        **s.hover_with(name, metric),
     )
 
 
@@ -226,13 +226,13 @@ def compare_studies(series: list[dict[str, Any]]) -> Figure:
     fig = go.Figure(layout=s.base_layout())
     for i, (item, best) in enumerate(zip(series, bests, strict=True)):
         fig.add_scatter(
-            name=item["name"],
+            name=s.esc(item["name"]),
             x=[p["trial"] for p, _ in best],
             y=[v for _, v in best],
             mode="lines+markers",
             line={"shape": "hv", "color": s.series_color(i)},
             marker={"size": 4},
-            hovertemplate=f"<b>{item['name']}</b> ({item['direction']})<br>"
+            hovertemplate=f"<b>{s.esc(item['name'])}</b> ({item['direction']})<br>"
             "x = %{x:.4g}<br>best = %{y:.4g}<extra></extra>",
         )
     menu: dict[str, Any] = {

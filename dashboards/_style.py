@@ -106,6 +106,27 @@ def note(fig: go.Figure, text: str) -> None:
     )
 
 
+def esc(text: Any) -> str:
+    """User text as Plotly must show it: as written, never as markup.
+
+    Plotly reads a subset of HTML in every label, title, tick, legend entry and hover (``<a
+    href>`` becomes a live link, ``<br>`` a new line) and decodes ``&amp;``, ``&lt;`` and
+    ``&gt;`` (and numeric entities); escaping those three characters makes it draw the text
+    literally. Every name, choice and metric goes into a figure through here.
+    """
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def hover_with(hover: str, metric: str) -> dict[str, Any]:
+    """``hovertemplate`` and ``meta`` of a line trace: ``hover`` (markup already escaped),
+    then step and value. The user's text travels in ``meta``, not in the template itself,
+    where a name holding ``%{y}`` would be read as a placeholder."""
+    return {
+        "meta": [hover, esc(metric)],
+        "hovertemplate": "%{meta[0]}<br>step = %{x}<br>%{meta[1]} = %{y:.4g}<extra></extra>",
+    }
+
+
 def fmt(value: Any) -> str:
     """A value as a person reads it in a hover: floats to 4 significant digits."""
     if isinstance(value, float):
@@ -114,9 +135,10 @@ def fmt(value: Any) -> str:
 
 
 def hover_text(number: int, params: dict[str, Any], *extra: str) -> str:
-    """``trial 12``, the extra lines, then one ``name = value`` line per parameter."""
-    lines = [f"<b>trial {number}</b>", *extra]
-    lines.extend(f"{name} = {fmt(value)}" for name, value in params.items())
+    """``trial 12``, the extra lines, then one ``name = value`` line per parameter, as
+    Plotly markup: the extra lines and the parameters are plain text, escaped here."""
+    lines = [f"<b>trial {number}</b>", *(esc(line) for line in extra)]
+    lines.extend(esc(f"{name} = {fmt(value)}") for name, value in params.items())
     return "<br>".join(lines)
 
 
@@ -185,6 +207,7 @@ def numeric_axis(param: ParamSpec) -> dict[str, Any]:
         return {
             "range": [0, n - 1] if n > 1 else [-0.5, 0.5],
             "tickvals": list(range(n)),
+            # as written: escape them where Plotly reads markup (not in parcoords' ticks)
             "ticktext": [str(c) for c in param.choices],
         }
     if param.log:

@@ -112,7 +112,7 @@ def optimization_history(
         hovertemplate=HOVER,
     )
     fig.update_xaxes(title_text="trial")
-    fig.update_yaxes(title_text=metric)
+    fig.update_yaxes(title_text=s.esc(metric))
     if len(shown) < len(done):
         s.note(fig, f"showing {len(shown)} of {len(done)} trials, evenly spread")
     return s.to_dict(fig)
@@ -134,7 +134,7 @@ def _curve_trace(
         # only the last point of a pruned trial gets a marker: where it was stopped
         marker={"symbol": "x", "size": [0] * (len(points) - 1) + [10]} if pruned else None,
         opacity=0.8,
-        hovertemplate=f"{hover}<br>step = %{{x}}<br>{metric} = %{{y:.4g}}<extra></extra>",
+        **s.hover_with(hover, metric),
     )
 
 
@@ -190,7 +190,7 @@ def learning_curves(
     last = max(max_epochs, *(pts[-1][0] for pts in drawn.values()))
     pad = 0.02 * max(last - first, 1)
     fig.update_xaxes(title_text="epoch", range=[first - pad, last + pad])
-    fig.update_yaxes(title_text=metric)
+    fig.update_yaxes(title_text=s.esc(metric))
     return s.to_dict(fig)
 
 
@@ -221,18 +221,19 @@ def parallel_coordinates(
         return s.empty_figure(NO_TRIALS)
     shown, thinned = _capped(done, direction, max_lines)
     maximize = direction == "maximize"
+    # Plotly reads markup in a dimension's label, not in its ticks (d3 writes them as text)
     dims = [
         {
-            "label": f"{name} (log)" if s.is_log(param) else name,
+            "label": s.esc(f"{name} (log)" if s.is_log(param) else name),
             "values": s.encode(param, (t.params[name] for t in shown)),
             **s.numeric_axis(param),
         }
         for name, param in space.items()
     ]
     values = [t.value for t in shown]
-    dims.append({"label": metric, "values": values})
+    dims.append({"label": s.esc(metric), "values": values})
     line = {"color": values, "colorscale": s.COLORSCALE, "reversescale": not maximize}
-    line.update(showscale=True, colorbar={"title": {"text": metric}})
+    line.update(showscale=True, colorbar={"title": {"text": s.esc(metric)}})
     fig = go.Figure(go.Parcoords(dimensions=dims, line=line), layout=s.base_layout())
     fig.update_layout(margin={"l": 60, "r": 60, "t": 50, "b": 30})
     if thinned:
@@ -254,7 +255,7 @@ def param_importance(importances: dict[str, float]) -> Figure:
     percents = [100 * max(v, 0.0) / total for _, v in ranked]
     fig = go.Figure(layout=s.base_layout(showlegend=False))
     fig.add_bar(
-        y=[name for name, _ in ranked],
+        y=[s.esc(name) for name, _ in ranked],
         x=percents,
         orientation="h",
         marker={"color": s.state_color("completed")},
@@ -305,47 +306,49 @@ def slice_plot(
         marker = {"color": numbers, "colorscale": "Blues", "size": 7, "showscale": i == 0}
         marker.update(colorbar={"title": {"text": "trial"}}, line={"width": 0.5, "color": "#444"})
         fig.add_scatter(
-            x=[str(v) for v in raw] if isinstance(param, CategoricalParam) else raw,
+            x=[s.esc(v) for v in raw] if isinstance(param, CategoricalParam) else raw,
             y=[t.value for t in done],
             mode="markers",
             marker=marker,
             # one line per panel's own parameter: the full set, repeated per panel, tripled
             # the size of a 10,000-trial study's slice view
             text=[
-                f"<b>trial {t.number}</b><br>{metric} = {s.fmt(t.value)}<br>"
-                f"{name} = {s.fmt(t.params.get(name))}"
+                f"<b>trial {t.number}</b><br>{s.esc(f'{metric} = {s.fmt(t.value)}')}<br>"
+                f"{s.esc(f'{name} = {s.fmt(t.params.get(name))}')}"
                 for t in done
             ],
             hovertemplate=HOVER,
             row=row,
             col=col,
         )
-        axis: dict[str, Any] = {"title_text": name}
+        axis: dict[str, Any] = {"title_text": s.esc(name)}
         if isinstance(param, CategoricalParam):
-            order = [str(c) for c in param.choices]
+            order = [s.esc(c) for c in param.choices]
             axis.update(type="category", categoryorder="array", categoryarray=order)
         elif param.log:
             axis["type"] = "log"
         fig.update_xaxes(axis, row=row, col=col)
-    fig.update_yaxes(title_text=metric, col=1)
+    fig.update_yaxes(title_text=s.esc(metric), col=1)
     if thinned:
         s.note(fig, thinned)
     return s.to_dict(fig)
 
 
 def _contour_axis(param: ParamSpec, name: str) -> dict[str, Any]:
-    axis: dict[str, Any] = {"title_text": f"{name} (log)" if s.is_log(param) else name}
+    axis: dict[str, Any] = {"title_text": s.esc(f"{name} (log)" if s.is_log(param) else name)}
     ticks = s.numeric_axis(param)
     if "tickvals" in ticks:
-        axis.update(tickmode="array", tickvals=ticks["tickvals"], ticktext=ticks["ticktext"])
+        ticktext = [s.esc(t) for t in ticks["ticktext"]]
+        axis.update(tickmode="array", tickvals=ticks["tickvals"], ticktext=ticktext)
     return axis
 
 
 def _check_axes(space: dict[str, ParamSpec], x: str, y: str) -> None:
     for axis_name, pname in (("x", x), ("y", y)):
         if pname not in space:
+            shown = repr(pname) if len(pname) <= 64 else repr(pname[:61]) + "..."
             raise ValueError(
-                f"{axis_name}={pname!r} is not a parameter of this study; "
+                f"{axis_name}={shown} is not a parameter of this study; "
                 f"choose one of {', '.join(sorted(space))}"
             )
     if x == y:
@@ -391,7 +394,7 @@ def contour(
     px, py = [float(xs[i] or 0.0) for i in keep], [float(ys[i] or 0.0) for i in keep]
     pz = [_value(done[i]) for i in keep]
     grid = s.interpolate(px, py, pz)
-    colorbar = {"title": {"text": metric}}
+    colorbar = {"title": {"text": s.esc(metric)}}
     fig = go.Figure(layout=s.base_layout(showlegend=False))
     marker: dict[str, Any] = {"size": 8, "line": {"width": 1, "color": "white"}, "color": "#222"}
     if grid is None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from .spec import StudySpec
+from .spec import MAX_METRIC_NAME, StudySpec
 from .vocabulary import FailureKind, Role, StudyStatus, TrialState, values
 
 __all__ = [
@@ -23,6 +23,9 @@ __all__ = [
     "CompleteIn",
     "FailIn",
     "HeartbeatIn",
+    "MAX_METRICS",
+    "MAX_METRIC_NAME",
+    "MAX_REASON_CHARS",
     "Page",
     "ReportIn",
     "ReportOut",
@@ -36,6 +39,7 @@ __all__ = [
     "TrialState",
     "WhoAmI",
     "checked_text",
+    "cut_reason",
 ]
 
 T = TypeVar("T")
@@ -43,6 +47,9 @@ T = TypeVar("T")
 MAX_STEP = 2**31 - 1
 #: metrics one report may carry
 MAX_METRICS = 256
+#: characters of a failure reason kept; a longer one is stored cut, never refused, so that a
+#: worker's traceback is not lost for being long (the runner sends its last 20,000)
+MAX_REASON_CHARS = 20_000
 
 
 def checked_text(value: str, *, line: bool = True) -> str:
@@ -64,10 +71,25 @@ def _free_text(value: str) -> str:
     return checked_text(value, line=False)
 
 
+def cut_reason(reason: str) -> str:
+    """``reason`` within :data:`MAX_REASON_CHARS`: its head (what failed) and its tail (a
+    traceback's innermost frames and the exception), with a line that says how much was cut
+    between them."""
+    if len(reason) <= MAX_REASON_CHARS:
+        return reason
+    marker = f"\n[... {len(reason) - MAX_REASON_CHARS:,} characters cut: a reason keeps "
+    marker += f"at most {MAX_REASON_CHARS:,} ...]\n"
+    keep = MAX_REASON_CHARS - len(marker)
+    head = keep // 4
+    return reason[:head] + marker + reason[len(reason) - (keep - head) :]
+
+
 #: one line of text: a worker name, a metric name
 Line = Annotated[str, AfterValidator(checked_text)]
-#: free text that may span lines: a failure reason
+#: free text that may span lines
 FreeText = Annotated[str, AfterValidator(_free_text)]
+#: a failure reason: free text, stored cut to MAX_REASON_CHARS
+Reason = Annotated[FreeText, AfterValidator(cut_reason)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -155,8 +177,11 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
     if len(metrics) > MAX_METRICS:
         raise ValueError(f"has {len(metrics)} metrics, but one report holds at most {MAX_METRICS}")
     for name in metrics:
-        if not 1 <= len(name) <= 64:
-            raise ValueError(f"metric name {name[:80]!r} must be 1-64 characters long")
+        if not 1 <= len(name) <= MAX_METRIC_NAME:
+            shown = repr(name) if len(name) <= 40 else repr(name[:37]) + "..."
+            raise ValueError(
+                f"metric name {shown} has {len(name)} characters, but must have 1-{MAX_METRIC_NAME}"
+            )
         try:
             checked_text(name)
         except ValueError as exc:
@@ -212,7 +237,11 @@ class CompleteIn(BaseModel):
 
 class FailIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: FreeText = Field(min_length=1, max_length=100_000)
+    reason: Reason = Field(
+        min_length=1,
+        description=f"what went wrong; one over {MAX_REASON_CHARS:,} characters is stored cut "
+        "(its start and its end kept)",
+    )
     kind: FailureKind = Field(
         default=FailureKind.REPORTED,
         description="why the attempt failed; crash, heartbeat and node_lost are retried",

@@ -11,9 +11,11 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "DEFAULT_DATABASE_URL"]
+__all__ = ["Settings", "DEFAULT_DATABASE_URL", "MAX_BODY_BYTES"]
 
 DEFAULT_DATABASE_URL = "sqlite:///hpo.db"
+#: 1 MiB: a real study spec is a few kilobytes, a trial report a few hundred bytes
+MAX_BODY_BYTES = 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -54,6 +56,8 @@ class Settings(BaseSettings):
             separated like ``PATH`` (``HPO_DATA_DIRS=/srv/data:/mnt/corpora``). None (the
             default) means no option may name a file; the built-in data (scikit-learn's
             digits, the stdlib sources ``charlm-gpt`` reads by default) needs no root.
+        max_body_bytes: the largest request body the controller reads; a larger one is
+            answered 413 before any of it is parsed (a study spec is a few kilobytes).
     """
 
     model_config = SettingsConfigDict(env_prefix="HPO_", extra="ignore")
@@ -126,3 +130,5 @@ class Settings(BaseSettings):
                 "directory would read a relative one elsewhere)"
             )
         return [os.path.normpath(d) for d in dirs]
+
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024)

@@ -39,6 +39,8 @@ __all__ = [
     "MAX_GRID_POINTS",
     "MAX_GRID_SEED",
     "MAX_INT_PARAM",
+    "MAX_METRIC_NAME",
+    "MAX_NAME",
     "MAX_OPTIONS_CHARS",
     "MAX_OPTIONS_DEPTH",
     "MAX_OPTIONS_VALUES",
@@ -89,6 +91,10 @@ MAX_TRIALS = 2**31 - 1
 #: the largest budget.max_epochs: epochs are report steps, rows of metrics per trial
 MAX_EPOCHS = 1_000_000
 MAX_REDUCTION_FACTOR = 1_000
+#: characters of a study's name
+MAX_NAME = 128
+#: characters of a metric name, the objective's and every reported one
+MAX_METRIC_NAME = 64
 #: ten years; a study meant to run longer leaves max_wall_seconds unset
 MAX_WALL_SECONDS = 10 * 365 * 24 * 3600
 
@@ -305,7 +311,7 @@ def _check_expandable(count: int) -> None:
 
 
 class ObjectiveSpec(_Strict):
-    metric: str = Field(min_length=1, max_length=64)
+    metric: str = Field(min_length=1, max_length=MAX_METRIC_NAME)
     direction: Literal["maximize", "minimize"] = "maximize"
 
     @field_validator("metric")
@@ -488,6 +494,10 @@ class StudySpec(_Strict):
     @classmethod
     def _name(cls, name: str) -> str:
         _no_control(name)
+        if len(name) > MAX_NAME:
+            raise ValueError(
+                f"name {_show(name)} has {len(name):,} characters, but the limit is {MAX_NAME}"
+            )
         if not _NAME_RE.fullmatch(name):
             raise ValueError(
                 f"name {_show(name)} is not allowed: use 1-128 letters, digits, '.', '_' or '-', "

@@ -161,7 +161,7 @@ def test_learning_curves_draw_what_was_reported_and_end_pruned_trials_early(app,
         assert trace["x"] == [step for step, _ in asha[number]]
         assert trace["y"] == [m["val_acc"] for _, m in asha[number]]
         assert trace["line"]["color"] == STATE_COLORS[trial.state]
-        assert f"trial {number}" in trace["hovertemplate"]
+        assert f"trial {number}" in trace["meta"][0]
         if trial.state == "pruned":
             assert trace["x"][-1] == trial.last_step < 9
             assert trace["marker"]["symbol"] == "x" and trace["marker"]["size"][-1] > 0

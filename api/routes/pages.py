@@ -28,6 +28,7 @@ from ..auth import (
     same_origin,
 )
 from ..deps import DbDep
+from ..headers import WEBGL_PAGE_POLICY
 
 router = APIRouter(include_in_schema=False)
 _PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -42,7 +43,11 @@ def _templates() -> jinja2.Environment:
 
 
 def _page(
-    name: str, caller: Caller | None = None, status: int = 200, **context: object
+    name: str,
+    caller: Caller | None = None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: object,
 ) -> HTMLResponse:
     html = (
         _templates()
@@ -56,7 +61,9 @@ def _page(
         )
     )
     # a page shows one caller's view: never kept by a shared cache
-    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(
+        html, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})}
+    )
 
 
 def _not_found(message: str, caller: Caller | None = None) -> HTMLResponse:
@@ -102,7 +109,13 @@ def study_page(study: str, db: DbDep, request: Request, caller: PageCaller) -> R
     except StudyNotFound as exc:
         return _not_found(exc.message, caller)
     return _page(
-        "study.html", caller, title=found.name, study=found, base_url=str(request.base_url)
+        "study.html",
+        caller,
+        # the parallel coordinates are drawn with WebGL, whose regl needs eval (api/headers.py)
+        headers={"Content-Security-Policy": WEBGL_PAGE_POLICY},
+        title=found.name,
+        study=found,
+        base_url=str(request.base_url),
     )
 
 

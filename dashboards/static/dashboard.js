@@ -293,7 +293,7 @@ const HPO = (() => {
     const data = await getJSON(`/api/v1/studies/${enc(name)}/figures/compare?trials=${enc(trials)}`);
     const numbers = trials.split(",");
     document.querySelector("#compare-table thead").replaceChildren(h("tr", {}, h("th", {}, ""),
-      ...numbers.map((n) => h("th", {}, h("a", { href: `/studies/${enc(name)}/trials/${n}` }, `#${n}`)))));
+      ...numbers.map((n) => h("th", {}, h("a", { href: `/studies/${enc(name)}/trials/${enc(n)}` }, `#${n}`)))));
     document.querySelector("#compare-table tbody").replaceChildren(...data.params.map((row) =>
       h("tr", { class: row.differs ? "differs" : "" }, h("th", {}, row.name), ...row.values.map((v) => h("td", {}, fmt(v))))));
     await plotAll("compare-figures", "fig-compare", data.figures);
@@ -319,6 +319,15 @@ const HPO = (() => {
     document.getElementById("draw-button").addEventListener("click", draw);
     if (wanted.size) await draw(); else document.body.dataset.loaded = "compare-studies";
   }
+
+  // each page names itself (<body data-page="study">): no inline script, so the
+  // Content-Security-Policy can allow scripts from the app alone
+  const PAGES = {
+    studies: studiesPage, study: studyPage, trial: trialPage,
+    "compare-trials": compareTrialsPage, "compare-studies": compareStudiesPage,
+  };
+  const start = PAGES[document.body.dataset.page];
+  if (start) start();
 
   return { studiesPage, studyPage, trialPage, compareTrialsPage, compareStudiesPage, getJSON };
 })();

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .._errors import Forbidden, InvalidSpec, OutOfOrderReport, TrialFinished, Unauthorized
-from ..schemas import TrialDetail
+from ..schemas import TrialDetail, cut_reason
 from ..spec import StudySpec
 from ..storage import Database, RunRow, StudyRow, TrialRow, utcnow
 from ..vocabulary import FailureKind, TrialState
@@ -273,7 +273,8 @@ def fail(
     reason: str,
     kind: FailureKind | str = FailureKind.REPORTED,
 ) -> TrialDetail:
-    """End the current attempt as failed with ``reason``.
+    """End the current attempt as failed with ``reason`` (stored cut to
+    ``MAX_REASON_CHARS``, its start and end kept).
 
     A failure of the infrastructure (``crash``, ``heartbeat``, ``node_lost``) is retried as a
     new attempt while ``budget.max_retries`` allows; any other kind fails the trial. The study
@@ -286,6 +287,7 @@ def fail(
             f"kind: unknown failure kind {str(kind)[:40]!r}; use one of "
             f"{', '.join(k.value for k in FailureKind)}"
         ) from None
+    reason = cut_reason(reason)
 
     def end(session: Session) -> int:
         study = find_study(session, ref)
