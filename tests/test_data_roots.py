@@ -64,7 +64,8 @@ def roots_app(db_url: str, *roots: Path):  # type: ignore[no-untyped-def]
 
     from api import create_app
 
-    return TestClient(create_app(Settings(database_url=db_url, data_dirs=[str(r) for r in roots])))
+    app = create_app(Settings(database_url=db_url, data_dirs=[str(r) for r in roots]))
+    return TestClient(app, base_url="http://localhost")
 
 
 def test_operators_give_data_roots_as_a_json_list_or_like_path(monkeypatch) -> None:

@@ -28,7 +28,7 @@ def http(tmp_path_factory):
     def boom() -> None:
         raise RuntimeError("a bug of ours")
 
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as client:
         assert client.post("/api/v1/studies", json=make_spec()).status_code == 201
         yield client
     app.state.db.dispose()

@@ -94,7 +94,7 @@ def test_the_limit_is_a_setting(tmp_path, monkeypatch):
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'hpo.db'}", mirror=False)
     assert settings.max_body_bytes == 4096
     app = create_app(settings)
-    with TestClient(app) as api:
+    with TestClient(app, base_url="http://localhost") as api:
         assert _post_raw(api, "/api/v1/studies", _padded(make_spec("a"), 4096)).status_code == 201
         resp = _post_raw(api, "/api/v1/studies", _padded(make_spec("b"), 4097))
         assert resp.status_code == 413 and "limit of 4,096 bytes (4 KiB)" in resp.json()["detail"]
