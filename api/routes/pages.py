@@ -15,9 +15,13 @@ import hpo
 from hpo import StudyNotFound, TrialNotFound, service, vocabulary
 
 from ..deps import DbDep
+from ..docs import html_errors
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(tags=["dashboard"])
 _PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+#: what the dashboard's own files are, said rather than guessed from the system's MIME table
+_STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
+_TEXT: dict[str, object] = {"schema": {"type": "string"}}
 
 
 @lru_cache(maxsize=1)
@@ -46,7 +50,9 @@ def studies_page() -> HTMLResponse:
     return _page("studies.html", title="Studies")
 
 
-@router.get("/studies/{study}", response_class=HTMLResponse)
+@router.get(
+    "/studies/{study}", response_class=HTMLResponse, responses=html_errors(404, 409, 422, 503)
+)
 def study_page(study: str, db: DbDep, request: Request) -> HTMLResponse:
     try:
         found = service.get_study(db, ref=study)
@@ -55,7 +61,11 @@ def study_page(study: str, db: DbDep, request: Request) -> HTMLResponse:
     return _page("study.html", title=found.name, study=found, base_url=str(request.base_url))
 
 
-@router.get("/studies/{study}/trials/{number}", response_class=HTMLResponse)
+@router.get(
+    "/studies/{study}/trials/{number}",
+    response_class=HTMLResponse,
+    responses=html_errors(404, 409, 422, 503),
+)
 def trial_page(study: str, number: int, db: DbDep) -> HTMLResponse:
     try:
         found = service.get_study(db, ref=study)
@@ -65,7 +75,11 @@ def trial_page(study: str, number: int, db: DbDep) -> HTMLResponse:
     return _page("trial.html", title=f"{found.name} · trial {number}", study=found, number=number)
 
 
-@router.get("/studies/{study}/compare", response_class=HTMLResponse)
+@router.get(
+    "/studies/{study}/compare",
+    response_class=HTMLResponse,
+    responses=html_errors(404, 409, 422, 503),
+)
 def compare_trials_page(study: str, db: DbDep, trials: str = "") -> HTMLResponse:
     try:
         found = service.get_study(db, ref=study)
@@ -74,22 +88,34 @@ def compare_trials_page(study: str, db: DbDep, trials: str = "") -> HTMLResponse
     return _page("compare_trials.html", title=f"{found.name} · compare", study=found, trials=trials)
 
 
-@router.get("/compare", response_class=HTMLResponse)
+@router.get("/compare", response_class=HTMLResponse, responses=html_errors(422))
 def compare_studies_page(studies: str = "") -> HTMLResponse:
     return _page("compare_studies.html", title="Compare studies", studies=studies)
 
 
-@router.get("/static/plotly.min.js")
+@router.get(
+    "/static/plotly.min.js",
+    response_class=Response,
+    responses={200: {"content": {"text/javascript": _TEXT}}},
+)
 def plotly_js() -> Response:
     return FileResponse(
         _PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"}
     )
 
 
-@router.get("/static/{name}")
+@router.get(
+    "/static/{name}",
+    response_class=Response,
+    responses={
+        200: {"content": {media: _TEXT for media in _STATIC_TYPES.values()}},
+        **html_errors(404, 422),
+    },
+)
 def static(name: str) -> Response:
     folder = Path(str(resources.files("dashboards").joinpath("static")))
     path = (folder / name).resolve()
-    if path.parent != folder.resolve() or not path.is_file():
+    media = _STATIC_TYPES.get(path.suffix)
+    if path.parent != folder.resolve() or not path.is_file() or media is None:
         return _not_found(f"no static file {name!r}")
-    return FileResponse(path, headers={"Cache-Control": "no-cache"})
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})
