@@ -33,7 +33,7 @@ Responses = dict[int | str, dict[str, Any]]
 
 #: what each error status means, wherever it is answered
 WHY: dict[int, str] = {
-    400: "the body could not be read (it is not UTF-8, or not the declared content type)",
+    400: "the body could not be read: JSON must be UTF-8 text",
     401: "no API key, or a trial protocol call without its trial token",
     403: "the API key may not do this, or the trial token is not this trial's",
     404: "no such study or trial (the detail says which, and where to list them)",
@@ -44,7 +44,7 @@ WHY: dict[int, str] = {
     503: "the database is unreachable: nothing was changed; retry after Retry-After seconds",
 }
 
-#: answered on every route by the API key check
+#: the API key's refusals, on every API route (the trial protocol's token answers them too)
 AUTH: tuple[int, ...] = (401, 403)
 #: answered by every route that takes a body, before the route runs
 BODY: tuple[int, ...] = (400, 413, 415)
