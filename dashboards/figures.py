@@ -351,7 +351,7 @@ def _check_axes(space: dict[str, ParamSpec], x: str, y: str) -> None:
                 f"{axis_name}={shown} is not a parameter of this study; "
                 f"choose one of {', '.join(sorted(space))}"
             )
-    if x == y:
+    if x == y and len(space) > 1:
         raise ValueError(f"x and y are both {x!r}; choose two different parameters")
 
 
@@ -382,9 +382,12 @@ def contour(
             are interpolated and drawn, and an annotation says so.
 
     Raises:
-        ValueError: ``x`` or ``y`` is not a parameter of ``space``, or both are the same.
+        ValueError: ``x`` or ``y`` is not a parameter of ``space``, or both are the same
+            (for a study of one parameter, a blank figure says why there is no contour).
     """
     _check_axes(space, x, y)
+    if len(space) < 2:
+        return s.empty_figure("a contour needs two parameters, and this study has one")
     done, thinned = _capped(_completed(trials, x, y), direction, max_points)
     xs = s.encode(space[x], (t.params[x] for t in done))
     ys = s.encode(space[y], (t.params[y] for t in done))

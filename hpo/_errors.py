@@ -17,6 +17,7 @@ carrying the server's message. The tree::
     ├── StudyUnreadable      409  a study stored under older rules that its spec now breaks
     ├── KeyNotFound          404  revoking an API key that does not exist
     ├── DuplicateKey         409  an API key name already taken
+    ├── KeyInUse             409  revoking, over the API, the key the request is made with
     ├── Unauthorized         401  no API key (where one is needed), a wrong or revoked one, or
     │                             a trial protocol call without its trial token
     └── Forbidden            403  a role that may not do this, a cross-site request, or a
@@ -65,6 +66,10 @@ class KeyNotFound(HPOError):
 
 
 class DuplicateKey(HPOError):
+    status_code = 409
+
+
+class KeyInUse(HPOError):
     status_code = 409
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -21,7 +21,9 @@ __all__ = [
     "AskIn",
     "BestTrial",
     "CompleteIn",
+    "ErrorPublic",
     "FailIn",
+    "HealthPublic",
     "HeartbeatIn",
     "MAX_METRICS",
     "MAX_METRIC_NAME",
@@ -84,10 +86,44 @@ def cut_reason(reason: str) -> str:
     return reason[:head] + marker + reason[len(reason) - (keep - head) :]
 
 
+#: what :func:`checked_text` lets through, as JSON Schema patterns for the API document (the
+#: check itself stays :func:`checked_text`, whose message names the character)
+LINE_PATTERN = r"^[^\u0000-\u001f\u007f]*$"
+FREE_TEXT_PATTERN = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]*$"
+
 #: one line of text: a worker name, a metric name
-Line = Annotated[str, AfterValidator(checked_text)]
-#: free text that may span lines
-FreeText = Annotated[str, AfterValidator(_free_text)]
+Line = Annotated[
+    str, AfterValidator(checked_text), Field(json_schema_extra={"pattern": LINE_PATTERN})
+]
+#: free text that may span lines: a failure reason
+FreeText = Annotated[
+    str, AfterValidator(_free_text), Field(json_schema_extra={"pattern": FREE_TEXT_PATTERN})
+]
+#: how the API document states the rules of :func:`_finite` on a report's metrics
+_METRICS_DOC: dict[str, Any] = {
+    "maxProperties": MAX_METRICS,
+    "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": LINE_PATTERN},
+}
+
+
+class ErrorPublic(BaseModel):
+    """The body of every error the API answers (4xx and 5xx alike)."""
+
+    detail: str = Field(
+        description="what was wrong, and how to fix it; a request that broke a rule names "
+        "the field and the rule",
+        examples=["no study 'bert-finetune'; list the studies with GET /api/v1/studies"],
+    )
+
+
+class HealthPublic(BaseModel):
+    """The health check's answer."""
+
+    status: Literal["ok", "unavailable"]
+    database: str = Field(description="the database's dialect: sqlite or postgresql")
+    detail: str | None = Field(default=None, description="why the database is unreachable")
+
+
 #: a failure reason: free text, stored cut to MAX_REASON_CHARS
 Reason = Annotated[FreeText, AfterValidator(cut_reason)]
 
@@ -213,7 +249,7 @@ class TrialAssignment(BaseModel):
 class ReportIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     step: int = Field(ge=0, le=MAX_STEP, description="the epoch (or other step) this report is for")
-    metrics: dict[str, float] = Field(min_length=1)
+    metrics: dict[str, float] = Field(min_length=1, json_schema_extra=_METRICS_DOC)
 
     _check = field_validator("metrics")(_finite)
 
@@ -230,7 +266,7 @@ class ReportOut(BaseModel):
 
 class CompleteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    metrics: dict[str, float] = Field(min_length=1)
+    metrics: dict[str, float] = Field(min_length=1, json_schema_extra=_METRICS_DOC)
 
     _check = field_validator("metrics")(_finite)
 

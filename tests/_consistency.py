@@ -45,8 +45,7 @@ def assert_whole(db: Database, study: str) -> None:
     study_id, status, handed_out, size = found[0]
     trials = _rows(
         db,
-        "SELECT id, number, state, attempts FROM hpo_trials "
-        "WHERE study_id = :s ORDER BY number",
+        "SELECT id, number, state, attempts FROM hpo_trials WHERE study_id = :s ORDER BY number",
         s=study_id,
     )
     assert [t.number for t in trials] == list(range(handed_out)), "trial numbers have gaps"

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,47 +24,47 @@ def free_port() -> int:
 def controller(database_url: str, *, timeout: float = 60.0) -> Iterator[str]:
     """Run ``api.create_app`` under uvicorn in a subprocess; yield its base URL."""
     port = free_port()
+    command = ["-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--log-level", "warning"]
     env = {**os.environ, "HPO_DATABASE_URL": database_url}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"controller exited early:\n{proc.stdout.read() if proc.stdout else ''}"
-                )
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"controller on port {port} did not answer within {timeout} s")
-            time.sleep(0.2)
+    with _serving([sys.executable, *command], env, port, timeout) as url:
         yield url
-    finally:
-        proc.terminate()
+
+
+@contextmanager
+def hpo_serve(database_url: str, *args: str, timeout: float = 60.0) -> Iterator[str]:
+    """Run ``hpo serve ARGS`` on 127.0.0.1 and a free port; yield its base URL."""
+    port = free_port()
+    command = ["-m", "controller", "serve", "--port", str(port), "--database-url", database_url]
+    with _serving([sys.executable, *command, *args], dict(os.environ), port, timeout) as url:
+        yield url
+
+
+@contextmanager
+def _serving(command: list[str], env: dict[str, str], port: int, timeout: float) -> Iterator[str]:
+    # its output goes to a file: a pipe nobody reads fills up, and then the server blocks
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"controller exited early:\n{log.read()[-5000:]}")
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"controller on port {port} did not answer in {timeout} s")
+                time.sleep(0.2)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -11,13 +12,14 @@ from hpo import InvalidSpec
 from hpo.access import Action
 
 from ..auth import requires
-from ..deps import MAX_INT, DbDep, TrialNumber
+from ..deps import DbDep, TrialNumber
+from ..docs import ComparedTrials, PlotlyFigure, Responses, errors
 
 # every figure is a read: any role but worker
 router = APIRouter(tags=["figures"], dependencies=[Depends(requires(Action.READ))])
 Figure = dict[str, Any]
-# the study views come serialized from the dashboard's cache: no re-validation per request
-_JSON_DOC: dict[int | str, dict[str, Any]] = {200: {"content": {"application/json": {}}}}
+# the study views come serialized from the dashboard's cache: documented, not re-validated
+_JSON_DOC: Responses = {200: {"model": PlotlyFigure}, **errors(404, 409, 503)}
 
 
 def _json(body: bytes) -> Response:
@@ -72,43 +74,74 @@ def contour(study: str, db: DbDep, x: str | None = None, y: str | None = None) -
 
 #: trials (or studies) one comparison shows at most
 MAX_COMPARED = 20
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+_LIST = r"^{item}(,{item}){{0,{more}}}$"
+#: the query strings, documented and checked alike: what the document accepts, the route does
+TRIALS = _LIST.format(item="[0-9]{1,10}", more=MAX_COMPARED - 1)
+STUDIES = _LIST.format(item=_NAME, more=MAX_COMPARED - 1)
 
 
-def _numbers(trials: str) -> list[int]:
-    parts = [part.strip() for part in trials.split(",") if part.strip()]
-    if not all(p.isascii() and p.isdigit() and int(p) <= MAX_INT for p in parts):
+def _listed(value: str, pattern: str, *, what: str, items: str, like: str) -> list[str]:
+    """The items of a comma-separated list that matches ``pattern``, repeats dropped."""
+    if not re.fullmatch(pattern, value):
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:76] + "...'"
         raise InvalidSpec(
-            f"trials must be trial numbers separated by commas, like 3,7,12 (got {trials[:80]!r})"
+            f"{what} must be 1 to {MAX_COMPARED} {items} separated by commas, without "
+            f"spaces, like {like} (got {shown})"
         )
-    numbers = list(dict.fromkeys(int(p) for p in parts))
-    if not 2 <= len(numbers) <= MAX_COMPARED:
-        raise InvalidSpec(
-            f"compare needs 2 to {MAX_COMPARED} different trial numbers, like ?trials=3,7 "
-            f"(got {len(numbers)})"
-        )
-    return numbers
+    return list(dict.fromkeys(value.split(",")))
 
 
-@router.get("/api/v1/studies/{study}/figures/compare", response_model=Figure)
-def compare_trials(study: str, trials: str, db: DbDep) -> Figure:
-    """Two or more trials side by side: parameters (differences flagged) and overlaid curves
-    for every metric they all reported. ``?trials=3,7,12``."""
-    return views.compare_trials(db, study, _numbers(trials))
+@router.get(
+    "/api/v1/studies/{study}/figures/compare",
+    response_model=None,
+    responses={200: {"model": ComparedTrials}, **errors(404, 409, 503)},
+)
+def compare_trials(
+    study: str,
+    db: DbDep,
+    trials: Annotated[
+        str,
+        Query(
+            description=f"1 to {MAX_COMPARED} trial numbers, like 3,7,12",
+            json_schema_extra={"pattern": TRIALS},
+        ),
+    ],
+) -> Figure:
+    """Trials side by side: parameters (differences flagged) and overlaid curves for every
+    metric they all reported. ``?trials=3,7,12``; a number given twice counts once."""
+    numbers = _listed(trials, TRIALS, what="trials", items="trial numbers", like="3,7,12")
+    return views.compare_trials(db, study, [int(n) for n in numbers])
 
 
-@router.get("/api/v1/studies/{study}/trials/{number}/figures", response_model=Figure)
+@router.get(
+    "/api/v1/studies/{study}/trials/{number}/figures",
+    response_model=None,
+    responses={200: {"model": dict[str, PlotlyFigure]}, **errors(404, 409, 503)},
+)
 def trial_metrics(study: str, number: TrialNumber, db: DbDep) -> Figure:
-    """One figure per metric the trial reported."""
+    """One figure per metric the trial reported, the objective's first."""
     return views.trial_metrics(db, study, number)
 
 
-@router.get("/api/v1/figures/compare-studies", response_model=Figure)
-def compare_studies(studies: str, db: DbDep) -> Figure:
+@router.get(
+    "/api/v1/figures/compare-studies",
+    response_model=None,
+    responses={200: {"model": PlotlyFigure}, **errors(404, 409, 503)},
+)
+def compare_studies(
+    studies: Annotated[
+        str,
+        Query(
+            description=f"1 to {MAX_COMPARED} study names or ids, like grid-run,asha-run",
+            json_schema_extra={"pattern": STUDIES},
+        ),
+    ],
+    db: DbDep,
+) -> Figure:
     """Best so far of several studies on one chart, against trials, epochs or GPU-seconds.
-    ``?studies=grid-run,asha-run``."""
-    names = list(dict.fromkeys(s.strip() for s in studies.split(",") if s.strip()))
-    if not 1 <= len(names) <= MAX_COMPARED:
-        raise InvalidSpec(
-            f"studies must name 1 to {MAX_COMPARED} studies separated by commas (got {len(names)})"
-        )
+    ``?studies=grid-run,asha-run``; a study named twice counts once."""
+    names = _listed(
+        studies, STUDIES, what="studies", items="study names or ids", like="grid-run,asha-run"
+    )
     return views.compare_studies(db, names)

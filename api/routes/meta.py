@@ -11,16 +11,21 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import search_spaces
 from hpo import vocabulary
-from hpo.schemas import Page, SearchSpacePublic
+from hpo.schemas import HealthPublic, Page, SearchSpacePublic
 
 from ..auth import Reader
 from ..deps import DbDep
+from ..docs import RETRY_AFTER_HEADER, errors
 from ..errors import RETRY_AFTER_S
 
 router = APIRouter(tags=["meta"])
 
 
-@router.get("/api/v1/search-spaces", response_model=Page[SearchSpacePublic])
+@router.get(
+    "/api/v1/search-spaces",
+    response_model=Page[SearchSpacePublic],
+    responses=errors(validates=False),
+)
 def list_search_spaces(_: Reader) -> Page[SearchSpacePublic]:
     """The named presets a study's ``search_space`` may refer to."""
     data = [
@@ -32,7 +37,7 @@ def list_search_spaces(_: Reader) -> Page[SearchSpacePublic]:
     return Page(data=data, count=len(data))
 
 
-@router.get("/api/v1/vocabulary")
+@router.get("/api/v1/vocabulary", response_model=dict[str, Any], responses=errors(validates=False))
 def vocabulary_words(_: Reader) -> dict[str, Any]:
     """Every trial state, study status, failure kind, algorithm and early-stopping name."""
     return vocabulary.as_json()
@@ -40,7 +45,15 @@ def vocabulary_words(_: Reader) -> dict[str, Any]:
 
 @router.get(
     "/healthz",
-    responses={503: {"description": "the database is unreachable (with Retry-After)"}},
+    response_model=HealthPublic,
+    response_model_exclude_none=True,
+    responses={
+        503: {
+            "model": HealthPublic,
+            "description": "the database is unreachable (with Retry-After)",
+            "headers": RETRY_AFTER_HEADER,
+        },
+    },
 )
 def healthz(db: DbDep) -> Any:
     """Liveness and database reachability: 200 when the database answers, else 503."""

@@ -28,10 +28,14 @@ from ..auth import (
     same_origin,
 )
 from ..deps import DbDep
+from ..docs import html_errors
 from ..headers import WEBGL_PAGE_POLICY
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(tags=["dashboard"])
 _PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+#: what the dashboard's own files are, said rather than guessed from the system's MIME table
+_STATIC_TYPES = {".css": "text/css", ".js": "text/javascript"}
+_TEXT: dict[str, object] = {"schema": {"type": "string"}}
 
 
 @lru_cache(maxsize=1)
@@ -93,14 +97,16 @@ async def page_caller(request: Request) -> Caller | Response:
 PageCaller = Annotated[Caller | Response, Depends(page_caller)]
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, responses=html_errors())
 def studies_page(caller: PageCaller) -> Response:
     if isinstance(caller, Response):
         return caller
     return _page("studies.html", caller, title="Studies")
 
 
-@router.get("/studies/{study}", response_class=HTMLResponse)
+@router.get(
+    "/studies/{study}", response_class=HTMLResponse, responses=html_errors(404, 409, 422, 503)
+)
 def study_page(study: str, db: DbDep, request: Request, caller: PageCaller) -> Response:
     if isinstance(caller, Response):
         return caller
@@ -119,7 +125,11 @@ def study_page(study: str, db: DbDep, request: Request, caller: PageCaller) -> R
     )
 
 
-@router.get("/studies/{study}/trials/{number}", response_class=HTMLResponse)
+@router.get(
+    "/studies/{study}/trials/{number}",
+    response_class=HTMLResponse,
+    responses=html_errors(404, 409, 422, 503),
+)
 def trial_page(study: str, number: int, db: DbDep, caller: PageCaller) -> Response:
     if isinstance(caller, Response):
         return caller
@@ -133,7 +143,11 @@ def trial_page(study: str, number: int, db: DbDep, caller: PageCaller) -> Respon
     )
 
 
-@router.get("/studies/{study}/compare", response_class=HTMLResponse)
+@router.get(
+    "/studies/{study}/compare",
+    response_class=HTMLResponse,
+    responses=html_errors(404, 409, 422, 503),
+)
 def compare_trials_page(study: str, db: DbDep, caller: PageCaller, trials: str = "") -> Response:
     if isinstance(caller, Response):
         return caller
@@ -146,7 +160,7 @@ def compare_trials_page(study: str, db: DbDep, caller: PageCaller, trials: str =
     )
 
 
-@router.get("/compare", response_class=HTMLResponse)
+@router.get("/compare", response_class=HTMLResponse, responses=html_errors(422))
 def compare_studies_page(caller: PageCaller, studies: str = "") -> Response:
     if isinstance(caller, Response):
         return caller
@@ -160,7 +174,7 @@ def _local(target: str) -> str:
     return target
 
 
-@router.get("/signin", response_class=HTMLResponse)
+@router.get("/signin", response_class=HTMLResponse, include_in_schema=False)
 async def signin_page(request: Request, next: str = "/") -> Response:
     return _signin(request, _local(next))
 
@@ -186,7 +200,7 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in fields.items() if v}
 
 
-@router.post("/signin")
+@router.post("/signin", include_in_schema=False)
 async def signin(request: Request) -> Response:
     """Sign in with an API key: a session cookie (HttpOnly, SameSite=Strict, Secure behind
     HTTPS) that the dashboard's pages and their API calls carry."""
@@ -221,7 +235,7 @@ async def signin(request: Request) -> Response:
     return response
 
 
-@router.post("/signout")
+@router.post("/signout", include_in_schema=False)
 async def signout(request: Request) -> Response:
     """End this browser's session (the form carries the CSRF token)."""
     token = request.cookies.get(SESSION_COOKIE)
@@ -237,17 +251,29 @@ async def signout(request: Request) -> Response:
     return response
 
 
-@router.get("/static/plotly.min.js")
+@router.get(
+    "/static/plotly.min.js",
+    response_class=Response,
+    responses={200: {"content": {"text/javascript": _TEXT}}},
+)
 def plotly_js() -> Response:
     return FileResponse(
         _PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"}
     )
 
 
-@router.get("/static/{name}")
+@router.get(
+    "/static/{name}",
+    response_class=Response,
+    responses={
+        200: {"content": {media: _TEXT for media in _STATIC_TYPES.values()}},
+        **html_errors(404, 422),
+    },
+)
 def static(name: str) -> Response:
     folder = Path(str(resources.files("dashboards").joinpath("static")))
     path = (folder / name).resolve()
-    if path.parent != folder.resolve() or not path.is_file():
+    media = _STATIC_TYPES.get(path.suffix)
+    if path.parent != folder.resolve() or not path.is_file() or media is None:
         return _not_found(f"no static file {name!r}")
-    return FileResponse(path, headers={"Cache-Control": "no-cache"})
+    return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})

@@ -14,11 +14,18 @@ from hpo.vocabulary import StudyStatus
 
 from ..auth import Creator, Manager, Reader, StudyReader, check_study
 from ..deps import MAX_OFFSET, DbDep, SettingsDep
+from ..docs import BODY, STUDY_EXAMPLE, body_examples, errors
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
 
-@router.post("", response_model=StudyPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=StudyPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(*BODY, 409, 503, why={409: "a study of that name exists"}),
+    openapi_extra=body_examples(asha_study=STUDY_EXAMPLE),
+)
 def create_study(spec: StudySpec, db: DbDep, settings: SettingsDep, caller: Creator) -> StudyPublic:
     """Create a study from its spec; 409 if the name is taken, 422 naming any broken rule.
 
@@ -32,7 +39,7 @@ def create_study(spec: StudySpec, db: DbDep, settings: SettingsDep, caller: Crea
     )
 
 
-@router.get("", response_model=Page[StudyPublic])
+@router.get("", response_model=Page[StudyPublic], responses=errors(409, 503))
 def list_studies(
     db: DbDep,
     caller: StudyReader,
@@ -49,20 +56,20 @@ def list_studies(
     return Page(data=data, count=count)
 
 
-@router.get("/{study}", response_model=StudyPublic)
+@router.get("/{study}", response_model=StudyPublic, responses=errors(404, 409, 503))
 def get_study(study: str, db: DbDep, caller: StudyReader) -> StudyPublic:
     """One study by name or id: spec, status, trial counts by state, best so far."""
     check_study(db, caller, Action.READ_STUDY, study)
     return service.get_study(db, ref=study)
 
 
-@router.get("/{study}/best", response_model=BestTrial)
+@router.get("/{study}/best", response_model=BestTrial, responses=errors(404, 409, 503))
 def best(study: str, db: DbDep, _: Reader) -> BestTrial:
     """The best completed trial: number, objective value and parameters."""
     return service.best_trial(db, ref=study)
 
 
-@router.post("/{study}/cancel", response_model=StudyPublic)
+@router.post("/{study}/cancel", response_model=StudyPublic, responses=errors(404, 409, 503))
 def cancel(study: str, db: DbDep, caller: Manager) -> StudyPublic:
     """Stop handing out trials; running trials end as cancelled and their next report stops them.
 
@@ -70,7 +77,12 @@ def cancel(study: str, db: DbDep, caller: Manager) -> StudyPublic:
     return service.cancel_study(db, ref=study, by=caller)
 
 
-@router.delete("/{study}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.delete(
+    "/{study}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=errors(404, 503),
+)
 def delete(study: str, db: DbDep, caller: Manager) -> Response:
     """Remove the study and everything it recorded. An admin, or the member whose key created
     the study."""

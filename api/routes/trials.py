@@ -24,11 +24,15 @@ from hpo.vocabulary import TrialState
 
 from ..auth import Reader, Runner, check_study
 from ..deps import MAX_OFFSET, DbDep, TokenDep, TrialNumber
+from ..docs import BODY, errors
 
 router = APIRouter(prefix="/api/v1/studies/{study}/trials", tags=["trials"])
+#: a protocol call on one trial: its token is wrong (401, 403), the trial or its study is
+#: gone (404), or the trial has ended or the report is out of order (409)
+_PROTOCOL = errors(*BODY, 404, 409, 503)
 
 
-@router.get("", response_model=Page[TrialPublic])
+@router.get("", response_model=Page[TrialPublic], responses=errors(404, 409, 503))
 def list_trials(
     study: str,
     db: DbDep,
@@ -53,13 +57,18 @@ def list_trials(
     return Page(data=data, count=count)
 
 
-@router.get("/{number}", response_model=TrialDetail)
+@router.get("/{number}", response_model=TrialDetail, responses=errors(404, 409, 503))
 def get_trial(study: str, number: TrialNumber, db: DbDep, _: Reader) -> TrialDetail:
     """One trial: parameters, state, value, every metric per step, and its run records."""
     return service.get_trial(db, ref=study, number=number)
 
 
-@router.post("", response_model=TrialAssignment, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=TrialAssignment,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(*BODY, 404, 409, 503),
+)
 def ask(
     study: str, db: DbDep, caller: Runner, body: Annotated[AskIn | None, Body()] = None
 ) -> TrialAssignment:
@@ -72,7 +81,7 @@ def ask(
     return service.ask(db, ref=study, worker=body.worker if body else None)
 
 
-@router.post("/{number}/reports", response_model=ReportOut)
+@router.post("/{number}/reports", response_model=ReportOut, responses=_PROTOCOL)
 def report(
     study: str, number: TrialNumber, body: ReportIn, db: DbDep, token: TokenDep, caller: Runner
 ) -> ReportOut:
@@ -87,7 +96,7 @@ def report(
     return ReportOut(should_stop=stop)
 
 
-@router.post("/{number}/heartbeat", response_model=ReportOut)
+@router.post("/{number}/heartbeat", response_model=ReportOut, responses=_PROTOCOL)
 def heartbeat(
     study: str,
     number: TrialNumber,
@@ -109,7 +118,7 @@ def heartbeat(
     return ReportOut(should_stop=stop)
 
 
-@router.post("/{number}/complete", response_model=TrialDetail)
+@router.post("/{number}/complete", response_model=TrialDetail, responses=_PROTOCOL)
 def complete(
     study: str, number: TrialNumber, body: CompleteIn, db: DbDep, token: TokenDep, caller: Runner
 ) -> TrialPublic:
@@ -118,7 +127,7 @@ def complete(
     return service.complete(db, ref=study, number=number, token=token, metrics=body.metrics)
 
 
-@router.post("/{number}/fail", response_model=TrialDetail)
+@router.post("/{number}/fail", response_model=TrialDetail, responses=_PROTOCOL)
 def fail(
     study: str, number: TrialNumber, body: FailIn, db: DbDep, token: TokenDep, caller: Runner
 ) -> TrialPublic:
