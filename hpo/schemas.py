@@ -16,6 +16,8 @@ from .vocabulary import FailureKind, Role, StudyStatus, TrialState, values
 
 __all__ = [
     "ApiKeyCreate",
+    "KeyCreate",
+    "WorkerKeyCreate",
     "ApiKeyCreated",
     "ApiKeyPublic",
     "AskIn",
@@ -299,25 +301,46 @@ class SearchSpacePublic(BaseModel):
     parameters: dict[str, Any]
 
 
-class ApiKeyCreate(BaseModel):
-    """A new API key (``POST /api/v1/keys``, admin only)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(
+KeyName = Annotated[
+    str,
+    Field(
         min_length=1,
         max_length=64,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$",
         description="unique, for ever: a revoked key's name stays taken",
-    )
-    role: Role
-    studies: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+    ),
+]
+
+
+class KeyCreate(BaseModel):
+    """A new admin, member or viewer key (``POST /api/v1/keys``, admin only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: KeyName
+    role: Literal["admin", "member", "viewer"]
+
+
+class WorkerKeyCreate(BaseModel):
+    """A new worker key, for every study or only some (``POST /api/v1/keys``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: KeyName
+    role: Literal["worker"]
+    studies: (
+        list[Annotated[str, Field(min_length=1, max_length=128, pattern=LINE_PATTERN)]] | None
+    ) = Field(
         default=None,
         min_length=1,
         max_length=100,
-        description="worker keys only: the study names or fnmatch patterns ('bert-*') it may "
-        "run; null is every study",
+        description="the study names or fnmatch patterns ('bert-*') it may run; null is every "
+        "study",
     )
+
+
+#: the body of ``POST /api/v1/keys``: only a worker key may be limited to studies
+ApiKeyCreate = Annotated[KeyCreate | WorkerKeyCreate, Field(discriminator="role")]
 
 
 class ApiKeyPublic(BaseModel):

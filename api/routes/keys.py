@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Request, status
 
 from hpo import service
 from hpo._errors import KeyInUse
-from hpo.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, Page, WhoAmI
+from hpo.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, Page, WhoAmI, WorkerKeyCreate
 
 from ..auth import Admin, Anyone
 from ..deps import DbDep
@@ -34,7 +34,8 @@ def list_keys(db: DbDep, _: Admin) -> Page[ApiKeyPublic]:
 )
 def create_key(body: ApiKeyCreate, db: DbDep, _: Admin) -> ApiKeyCreated:
     """A new key, returned this once in ``key``: store it now, only its hash is kept."""
-    record, key = service.create_key(db, name=body.name, role=body.role, studies=body.studies)
+    studies = body.studies if isinstance(body, WorkerKeyCreate) else None
+    record, key = service.create_key(db, name=body.name, role=body.role, studies=studies)
     return ApiKeyCreated(**record.model_dump(), key=key)
 
 
