@@ -47,12 +47,38 @@ def _service(compose: dict[str, Any], name: str) -> dict[str, Any]:
     return service
 
 
-def _env(service: dict[str, Any]) -> dict[str, str]:
-    """A service's environment, whether written as a mapping or as a list of KEY=VALUE."""
+#: what an operator sets before `docker compose up` (the file's header says so)
+OPERATOR = {"POSTGRES_PASSWORD": "0f3a9c" * 8, "HPO_ADMIN_KEY": "5e" * 32}
+_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+class Refused(Exception):
+    """Compose would refuse to start: a required variable is unset."""
+
+
+def interpolate(value: str, variables: dict[str, str]) -> str:
+    """``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}`` as Compose substitutes them."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        found = variables.get(name)
+        if op in (":-", "-"):
+            return found if found else (arg or "")
+        if op in (":?", "?") and not found:
+            raise Refused(f"{name}: {arg}")
+        return found or ""
+
+    return _VARIABLE.sub(one, value)
+
+
+def _env(service: dict[str, Any], variables: dict[str, str] | None = None) -> dict[str, str]:
+    """A service's environment, whether written as a mapping or as a list of KEY=VALUE, with
+    the variables an operator sets substituted."""
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
+    given = OPERATOR if variables is None else variables
+    return {str(k): interpolate(str(v), given) for k, v in env.items()}
 
 
 def _words(value: str | list[Any]) -> list[str]:
@@ -359,3 +385,41 @@ def test_the_image_has_what_the_workers_need(dockerfile: list[tuple[str, str]]) 
     ]["workers"]
     for package in ("ray", "torch", "transformers"):
         assert any(e.startswith(package) for e in extras), f"the workers extra lacks {package}"
+
+
+def test_there_are_no_default_passwords_or_keys(compose: dict[str, Any]) -> None:
+    for service, variable in [("postgres", "POSTGRES_PASSWORD"), ("controller", "HPO_ADMIN_KEY")]:
+        raw = str(_env(_service(compose, service), OPERATOR | {variable: "x"})[variable])
+        assert raw == "x", f"{service} does not take {variable} from the operator's environment"
+        with pytest.raises(Refused):
+            _env(_service(compose, service), {k: v for k, v in OPERATOR.items() if k != variable})
+
+
+def test_the_first_admin_key_reaches_the_controllers_settings(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpo.settings import Settings
+
+    for name, value in _env(_service(compose, "controller")).items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.bootstrap_admin_key() == OPERATOR["HPO_ADMIN_KEY"]
+    assert settings.database_url.startswith("postgresql")
+    assert settings.data_dirs, "the controller allows no data root: no study could name a file"
+    for service in ("controller", "gpu-worker"):
+        mounts = [interpolate(str(v), OPERATOR) for v in _service(compose, service)["volumes"]]
+        assert any(m.split(":")[1] == settings.data_dirs[0] for m in mounts), (
+            f"{service} does not mount the data root {settings.data_dirs[0]}: {mounts}"
+        )
+
+
+def test_the_api_is_published_on_loopback_unless_the_operator_says_otherwise(
+    compose: dict[str, Any],
+) -> None:
+    ports = [interpolate(str(p), OPERATOR) for p in _service(compose, "controller")["ports"]]
+    assert ports == ["127.0.0.1:8000:8000"], ports
+    wide = [
+        interpolate(str(p), OPERATOR | {"HPO_BIND": "0.0.0.0"})
+        for p in _service(compose, "controller")["ports"]
+    ]
+    assert wide == ["0.0.0.0:8000:8000"]
