@@ -197,7 +197,8 @@ def test_importing_hpo_and_its_cli_loads_no_web_server_or_heavy_module() -> None
 
 
 def test_serve_announces_its_address_database_and_docs(server: Server) -> None:
-    banner = server.log.read_text().splitlines()[0]
+    access, banner = server.log.read_text().splitlines()[:2]
+    assert access.startswith("hpo: access control off: no API keys yet")
     assert banner == (
         f"hpo serving on {server.url} (database: {server.db_url}) — API docs at {server.url}/docs"
     )

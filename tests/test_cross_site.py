@@ -104,6 +104,15 @@ def test_another_origin_cannot_change_a_signed_in_dashboards_studies(browser, tm
         page.wait_for_url(f"{live.url}/studies/target")
         cookie = next(c for c in context.cookies() if c["name"] == "hpo_session")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        # the headers the browser got with the dashboard's page
+        shown = page.goto(f"{live.url}/studies/target")
+        assert shown is not None
+        got = shown.all_headers()
+        assert "script-src 'self'" in got["content-security-policy"]
+        assert "frame-ancestors 'none'" in got["content-security-policy"]
+        assert got["x-frame-options"] == "DENY"
+        assert got["x-content-type-options"] == "nosniff"
+        assert got["referrer-policy"]
 
         _attack(browser, live.url, context)
         _untouched(live, headers)

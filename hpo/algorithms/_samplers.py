@@ -84,13 +84,20 @@ def needs_history(algorithm: AlgorithmSpec) -> bool:
     return algorithm.name == AlgorithmName.BAYESIAN
 
 
+#: grids up to this size follow GridSampler's own order (a shuffle of every point's index:
+#: 512 KiB at most); a larger one a keyed permutation computed for one index alone, so that an
+#: ask's memory and time do not grow with the grid
+SHUFFLED_GRID_MAX = 65_536
+
+
 def grid_point(space: Space, *, seed: int | None, number: int) -> dict[str, Any]:
-    """Trial ``number``'s point of the grid: Optuna's ``GridSampler(grid, seed)`` order.
+    """Trial ``number``'s point of the grid, every point once over the grid's trials.
 
     GridSampler lists the cartesian product of the value lists (parameters sorted by name),
     shuffles it once with ``numpy.random.RandomState(seed or 0)`` and gives trial n the n-th
-    point. The same shuffle of the point indices gives the same order without building every
-    point; ``tests/test_algorithms.py`` checks it against GridSampler itself.
+    point. Up to :data:`SHUFFLED_GRID_MAX` points, the same shuffle of the point indices gives
+    the same order without building any point; past it, :func:`keyed_permutation` orders the
+    indices, so that memory per ask is independent of the grid's size.
     """
     points = grid_points(space)
     names = sorted(points)
@@ -98,14 +105,45 @@ def grid_point(space: Space, *, seed: int | None, number: int) -> dict[str, Any]
     total = math.prod(sizes)
     if not 0 <= number < total:
         raise ValueError(f"trial {number} is outside the grid of {total} points")
-    order = np.arange(total)
-    np.random.RandomState(seed or 0).shuffle(order)
-    index = int(order[number])
+    if total <= SHUFFLED_GRID_MAX:
+        order = np.arange(total)
+        np.random.RandomState(seed or 0).shuffle(order)
+        index = int(order[number])
+    else:
+        index = keyed_permutation(number, total, seed or 0)
     params: dict[str, Any] = {}
     for name, size in zip(reversed(names), reversed(sizes), strict=True):
         index, position = divmod(index, size)
         params[name] = points[name][position]
     return {name: params[name] for name in space}
+
+
+def keyed_permutation(index: int, total: int, seed: int, rounds: int = 4) -> int:
+    """Where ``index`` goes in a seeded permutation of ``range(total)``, computed alone.
+
+    A balanced Feistel network over the smallest ``4**k >= total`` is a permutation of that
+    domain; walking the cycle until the value falls below ``total`` (at most four steps on
+    average) makes it one of ``range(total)``. Round keys come from BLAKE2b of the seed, the
+    same in every process.
+    """
+    if not 0 <= index < total:
+        raise ValueError(f"index {index} is outside range({total})")
+    bits = max(2, (total - 1).bit_length())
+    half = (bits + 1) // 2
+    mask = (1 << half) - 1
+    keys = [
+        hashlib.blake2b(f"hpo-grid:{seed}:{r}".encode(), digest_size=8).digest()
+        for r in range(rounds)
+    ]
+    value = index
+    while True:
+        left, right = value >> half, value & mask
+        for key in keys:
+            mixed = hashlib.blake2b(right.to_bytes(8, "little"), key=key, digest_size=8)
+            left, right = right, left ^ (int.from_bytes(mixed.digest(), "little") & mask)
+        value = (left << half) | right
+        if value < total:
+            return value
 
 
 def sample_params(
