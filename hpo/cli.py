@@ -118,8 +118,11 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     print()
     print("It is shown this once; only its hash is stored. Use it as")
     print(f"    export HPO_API_KEY={key}")
-    print("(the hpo client and CLI read it), send it as the X-API-Key header, or sign in to the")
-    print("dashboard with it.")
+    if record.role == "worker":
+        print("(the hpo client and workers read it), or send it as the X-API-Key header.")
+    else:
+        print("(the hpo client and CLI read it), send it as the X-API-Key header, or sign in to")
+        print("the dashboard with it.")
     return 0
 
 
