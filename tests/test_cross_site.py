@@ -5,19 +5,14 @@ session's CSRF token, still works."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
-
 import httpx
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from hpo import service
+from tests._browser import chromium
 from tests._live import LiveController
 from tests.conftest import make_spec
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 ATTACK = """<!doctype html><html><body>
 <form id="f" method="post" enctype="text/plain" action="{target}/api/v1/studies/target/cancel">
@@ -38,24 +33,9 @@ ATTACK = """<!doctype html><html><body>
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert os.path.exists(CHROMIUM), "install Chromium: apt-get install -y chromium"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
-        yield chromium
-        chromium.close()
+def browser():  # type: ignore[no-untyped-def]
+    with chromium() as launched:
+        yield launched
 
 
 #: another site, and another origin of the same site (another port: SameSite cookies go along)

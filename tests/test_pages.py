@@ -6,17 +6,15 @@ Each test leaves a screenshot under test-output/screenshots/ for a person to loo
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from hpo.client import Client
+from tests._browser import chromium
 from tests._live import LiveController
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
 SPACE = {
     "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
@@ -81,27 +79,9 @@ def site(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    assert os.path.exists(CHROMIUM), (
-        f"Chromium is not installed at {CHROMIUM}; install Debian's package: "
-        "apt-get install -y chromium"
-    )
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
-        yield chromium
-        chromium.close()
+def browser():  # type: ignore[no-untyped-def]
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -9,14 +9,13 @@ show the text as written, and hold no element or link made from it.
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from hpo.client import Client
+from tests._browser import chromium
 from tests._live import LiveController
-from tests.test_pages import CHROMIUM, SHOTS
+from tests.test_pages import SHOTS
 
 EVIL_LINK = '<a href="https://evil.example">x</a>'
 EVIL_IMG = "<img src=x onerror=alert(1)>"
@@ -72,27 +71,9 @@ def site(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    """Chromium with WebGL (software, SwiftShader), so that the parallel coordinates, which
-    Plotly draws with WebGL (regl), are drawn under the policy too."""
-    assert os.path.exists(CHROMIUM), f"Chromium is not installed at {CHROMIUM}"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--use-angle=swiftshader",
-                "--enable-unsafe-swiftshader",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-            ],
-        )
-        yield chromium
-        chromium.close()
+def browser():  # type: ignore[no-untyped-def]
+    with chromium(webgl=True) as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ def _listed(value: str, pattern: str, *, what: str, items: str, like: str) -> li
         shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:76] + "...'"
         raise InvalidSpec(
             f"{what} must be 1 to {MAX_COMPARED} {items} separated by commas, without "
-            f"spaces, like {like} (got {shown})"
+            f"spaces, like {like} (got {value.count(',') + 1} items: {shown})"
         )
     return list(dict.fromkeys(value.split(",")))
 
