@@ -176,9 +176,9 @@ def warm_up() -> None:
 
     def _load() -> None:
         try:
-            import optuna.importance  # noqa: F401
+            from dashboards.views import preload
 
-            import dashboards.figures  # noqa: F401
+            preload()
         except Exception:  # only a warm-up: the view imports it again and reports any error
             log.debug("warm-up import failed", exc_info=True)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import sys
+import threading
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -29,9 +31,26 @@ MAX_CURVES = 200
 MAX_POINTS = 2000
 
 
+#: one thread at a time imports plotly (and Optuna's importance module): two importing its
+#: circular lazy modules at once can end in the import system's _DeadlockError
+_IMPORTING = threading.Lock()
+
+
 def _figures() -> ModuleType:
     """The figure builders; plotly loads with the first figure, not when the app starts."""
-    return importlib.import_module("dashboards.figures")
+    loaded = sys.modules.get("dashboards.figures")
+    if loaded is not None:
+        return loaded
+    with _IMPORTING:
+        return importlib.import_module("dashboards.figures")
+
+
+def preload() -> None:
+    """Import what the first view would otherwise wait for (plotly; Optuna's importance
+    module, which pulls in scikit-learn), under the same lock as the views' own import."""
+    with _IMPORTING:
+        importlib.import_module("optuna.importance")
+        importlib.import_module("dashboards.figures")
 
 
 LIVE_TTL_S = 2.0
