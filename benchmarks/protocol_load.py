@@ -97,9 +97,12 @@ class Http:
 
 
 class AiohttpHttp(Http):
-    def __init__(self, base: str, connections: int, timeout: float) -> None:
+    def __init__(
+        self, base: str, connections: int, timeout: float, api_key: str | None = None
+    ) -> None:
         import aiohttp
 
+        self._key = {"X-API-Key": api_key} if api_key else {}
         self._aiohttp = aiohttp
         self.name = f"aiohttp {aiohttp.__version__}"
         self._base = base
@@ -111,7 +114,7 @@ class AiohttpHttp(Http):
     async def call(
         self, method: str, path: str, body: Any = None, token: str | None = None
     ) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else None
+        headers = {**self._key, **({"Authorization": f"Bearer {token}"} if token else {})}
         try:
             async with self._session.request(
                 method, self._base + path, json=body, headers=headers
@@ -127,9 +130,12 @@ class AiohttpHttp(Http):
 
 
 class HttpxHttp(Http):
-    def __init__(self, base: str, connections: int, timeout: float) -> None:
+    def __init__(
+        self, base: str, connections: int, timeout: float, api_key: str | None = None
+    ) -> None:
         import httpx
 
+        self._key = {"X-API-Key": api_key} if api_key else {}
         self._httpx = httpx
         self.name = f"httpx {httpx.__version__} (one AsyncClient)"
         self._client = httpx.AsyncClient(
@@ -145,7 +151,7 @@ class HttpxHttp(Http):
     async def call(
         self, method: str, path: str, body: Any = None, token: str | None = None
     ) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else None
+        headers = {**self._key, **({"Authorization": f"Bearer {token}"} if token else {})}
         try:
             response = await self._client.request(method, path, json=body, headers=headers)
         except self._httpx.HTTPError as exc:
@@ -171,10 +177,12 @@ def _json(raw: bytes) -> Any:
         return raw[:200].decode("utf-8", "replace")
 
 
-def make_http(kind: str, base: str, connections: int, timeout: float) -> Http:
+def make_http(
+    kind: str, base: str, connections: int, timeout: float, api_key: str | None = None
+) -> Http:
     if kind == "httpx":
-        return HttpxHttp(base, connections, timeout)
-    return AiohttpHttp(base, connections, timeout)
+        return HttpxHttp(base, connections, timeout, api_key)
+    return AiohttpHttp(base, connections, timeout, api_key)
 
 
 # --------------------------------------------------------------------------- CPU accounting
@@ -449,6 +457,8 @@ class Run:
     history: int
     rounds: int
     client_name: str = ""
+    #: sent as X-API-Key with every request (``--api-key``: access control on)
+    api_key: str | None = None
 
 
 async def timed_phase(
@@ -459,7 +469,7 @@ async def timed_phase(
     With ``ramp``, the window also waits until every worker holds a trial (N in flight).
     """
     n = phase.n
-    http = make_http(run.client, run.base, n + 8, run.timeout)
+    http = make_http(run.client, run.base, n + 8, run.timeout, run.api_key)
     run.client_name = http.name
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -522,7 +532,7 @@ async def phase_reports(run: Run, n: int, early_stopping: str) -> Phase:
 
 @contextlib.asynccontextmanager
 async def _admin(run: Run, connections: int = 4) -> Any:
-    http = make_http(run.client, run.base, connections, run.timeout)
+    http = make_http(run.client, run.base, connections, run.timeout, run.api_key)
     try:
         yield http
     finally:
@@ -550,7 +560,7 @@ async def fill_history(run: Run, study: str, trials: int, workers: int = 4) -> N
 
 async def ask_burst(run: Run, phase: Phase, study: str) -> tuple[float, dict[str, Any]]:
     """``run.asks`` asks at once over as many open connections: (seconds, CPU shares)."""
-    http = make_http(run.client, run.base, run.asks + 8, run.timeout)
+    http = make_http(run.client, run.base, run.asks + 8, run.timeout, run.api_key)
     run.client_name = http.name
     try:
         # open the connections first, so the burst measures asks and not TCP handshakes
@@ -685,6 +695,18 @@ def controller(database_url: str, log_path: Path) -> Iterator[tuple[str, int]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _admin_key(database_url: str) -> str:
+    """An admin key in the fresh database, before the controller starts: access control on."""
+    from hpo import service
+    from hpo.storage import Database
+
+    db = Database(database_url)
+    try:
+        return service.create_key(db, name="bench", role="admin")[1]
+    finally:
+        db.dispose()
 
 
 def server_errors(log_path: Path, top: int = 6) -> dict[str, int]:
@@ -839,6 +861,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="an existing server (a superuser or CREATEDB role); default: a throwaway one",
     )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument(
+        "--api-key",
+        action="store_true",
+        help="access control on: an admin key is made first and sent with every request (the "
+        "same path as an unrestricted worker key); default: no key, access control off",
+    )
     args = parser.parse_args(argv)
     args.duration = args.duration or (4.0 if args.quick else 20.0)
     args.warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 5.0)
@@ -904,6 +932,7 @@ def measure(args: argparse.Namespace) -> None:
         server_url, postgres_pid = stack.enter_context(postgres_server(args.postgres_url))
         database_url = stack.enter_context(fresh_database(server_url))
         log_path = tmp / "controller.log"
+        key = _admin_key(database_url) if args.api_key else None
         log("starting the controller")
         base, controller_pid = stack.enter_context(controller(database_url, log_path))
         run = Run(
@@ -917,6 +946,7 @@ def measure(args: argparse.Namespace) -> None:
             asks=args.asks,
             history=args.history,
             rounds=args.rounds,
+            api_key=key,
         )
         results = asyncio.run(run_phases(run, args))
         errors = server_errors(log_path)
@@ -947,7 +977,8 @@ def report(
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
         log(f"figures written to {args.json}")
     print(
-        f"protocol load on PostgreSQL, {describe_code()}, {os.cpu_count()} CPUs, "
+        f"protocol load on PostgreSQL{' with an API key' if run.api_key else ''}, "
+        f"{describe_code()}, {os.cpu_count()} CPUs, "
         f"client {run.client_name}; {args.duration:g} s per phase after {args.warmup:g} s "
         f"warm-up; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
     )

@@ -93,6 +93,10 @@ def test_another_origin_cannot_change_a_signed_in_dashboards_studies(browser, tm
         assert got["x-frame-options"] == "DENY"
         assert got["x-content-type-options"] == "nosniff"
         assert got["referrer-policy"]
+        # the page's own API calls carry the session: the study's summary and trials load
+        page.wait_for_function(
+            "document.body.dataset.loaded === 'study'", polling=100, timeout=20000
+        )
 
         _attack(browser, live.url, context)
         _untouched(live, headers)
