@@ -38,10 +38,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hpo import Forbidden, Unauthorized, service
 from hpo.access import ANONYMOUS, Action, Principal, check, role_may
-from hpo.service._keys import digest
 from hpo.settings import Settings
 from hpo.storage import Database
-from hpo.vocabulary import Role
 
 API_KEY_HEADER = "X-API-Key"
 SESSION_COOKIE = "hpo_session"
@@ -63,8 +61,7 @@ api_key_scheme = APIKeyHeader(
 @dataclass(frozen=True)
 class Caller:
     principal: Principal
-    #: how it was recognised: "key", "session" or "anonymous"
-    via: str
+    #: the session's CSRF token, for a caller recognised by a dashboard session
     csrf: str | None = None
 
 
@@ -132,35 +129,35 @@ class _Expiring:
 
 
 class Gate:
-    """The app's view of keys and sessions (``app.state.gate``)."""
+    """The app's view of keys and sessions (``app.state.gate``): each answer of the database
+    (a key's principal, a session's, whether operator keys exist) kept for a few seconds."""
 
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        self._keys = _Expiring()
-        self._sessions = _Expiring()
-        self._open = _Expiring()
+        self._answers = _Expiring()
 
     def forget(self) -> None:
         """A key was revoked or a session ended here: ask the database again."""
-        self._keys.clear()
-        self._sessions.clear()
-        self._open.clear()
+        self._answers.clear()
+
+    async def _ask(self, slot: str, read: Callable[..., Any], /, **kwargs: Any) -> Any:
+        hit, answer = self._answers.get(slot)
+        if not hit:
+            answer = await run_in_threadpool(read, self.db, **kwargs)
+            self._answers.put(slot, answer)
+        return answer
 
     async def by_key(self, key: str) -> Principal | None:
-        hashed = digest(key)
-        hit, principal = self._keys.get(hashed)
-        if not hit:
-            principal = await run_in_threadpool(service.authenticate, self.db, key=key)
-            self._keys.put(hashed, principal)
-        return principal
+        found: Principal | None = await self._ask(
+            f"key:{service.digest(key)}", service.authenticate, key=key
+        )
+        return found
 
-    async def by_session(self, token: str) -> tuple[Principal, str, Any] | None:
-        hashed = digest(token)
-        hit, found = self._sessions.get(hashed)
-        if not hit:
-            found = await run_in_threadpool(service.session_principal, self.db, token=token)
-            self._sessions.put(hashed, found)
+    async def by_session(self, token: str) -> tuple[Principal, str] | None:
+        found: tuple[Principal, str] | None = await self._ask(
+            f"session:{service.digest(token)}", service.session_principal, token=token
+        )
         return found
 
     async def access_control_off(self) -> bool:
@@ -169,11 +166,7 @@ class Gate:
             return True
         if not is_loopback_host(self.settings.host):
             return False
-        hit, keys = self._open.get("keys")
-        if not hit:
-            keys = await run_in_threadpool(service.operator_keys_exist, self.db)
-            self._open.put("keys", keys)
-        return not keys
+        return not await self._ask("operator keys", service.operator_keys_exist)
 
 
 def _gate(request: Request) -> Gate:
@@ -202,15 +195,15 @@ async def _resolve(request: Request) -> Caller:
                 "`hpo keys list` shows the live ones; an admin can create one with "
                 "`hpo keys create --name NAME --role ROLE`"
             )
-        return Caller(principal, "key")
+        return Caller(principal)
     unsafe = request.method in UNSAFE_METHODS
     token = request.cookies.get(SESSION_COOKIE)
     found = await gate.by_session(token) if token else None
     if found is not None:
-        principal, csrf, _ = found
+        principal, csrf = found
         if unsafe:
             _check_browser_request(request, csrf)
-        return Caller(principal, "session", csrf)
+        return Caller(principal, csrf)
     if await gate.access_control_off():
         if unsafe and not same_origin(request):
             raise Forbidden(_CROSS_SITE)
@@ -227,7 +220,7 @@ async def _resolve(request: Request) -> Caller:
                 "(a guard against DNS rebinding); create an API key (`hpo keys create`) or "
                 "list the name in HPO_ALLOWED_HOSTS"
             )
-        return Caller(ANONYMOUS, "anonymous")
+        return Caller(ANONYMOUS)
     raise Unauthorized(
         f"this controller needs an API key: send it in the {API_KEY_HEADER} header (the hpo "
         "client and CLI read HPO_API_KEY), or sign in to the dashboard at /signin. An admin "
@@ -259,12 +252,12 @@ async def resolve_session_only(request: Request) -> Caller | None:
     its own token with :func:`check_form_csrf`)."""
     token = request.cookies.get(SESSION_COOKIE)
     found = await _gate(request).by_session(token) if token else None
-    return None if found is None else Caller(found[0], "session", found[1])
+    return None if found is None else Caller(*found)
 
 
 def check_form_csrf(request: Request, caller: Caller, form_token: str | None) -> None:
     """For HTML form posts (sign-out), which send the token as a form field."""
-    if caller.via == "session" and caller.csrf is not None:
+    if caller.csrf is not None:
         _check_browser_request(request, caller.csrf, form_token=form_token)
 
 
@@ -290,9 +283,7 @@ def requires(action: Action) -> Callable[..., Awaitable[Principal]]:
 def check_study(db: Database, principal: Principal, action: Action, ref: str | int) -> None:
     """The study-level rule: a member's own studies, a worker key's patterns. Admins and
     unrestricted workers pass without a look-up (the trial protocol's hot path)."""
-    if principal.role is Role.ADMIN or (
-        principal.role is Role.WORKER and principal.studies is None
-    ):
+    if not principal.study_bound:
         return
     name, owner = service.study_owner(db, ref=ref)
     check(principal, action, study=name, owner=owner)

@@ -184,7 +184,22 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class Answer(Exception):
+    """Raised by a dependency that already holds the whole answer (a dashboard page's redirect
+    to the sign-in page), which is then sent as it is."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+async def _answer(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Answer)
+    return exc.response
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(Answer, _answer)
     app.add_exception_handler(HPOError, _hpo_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -15,8 +15,7 @@ The server (uvicorn) discards the rest of a refused body as it arrives.
 
 from __future__ import annotations
 
-import json
-
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["BodyLimitMiddleware"]
@@ -33,14 +32,14 @@ class BodyLimitMiddleware:
             return
         declared, chunked = _framing(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(send, declared)
+            await self._refuse(scope, receive, send, declared)
             return
         if not chunked:  # the server holds a body to its declared length
             await self.app(scope, receive, send)
             return
         first = await self._read_within_limit(receive)
         if first is None:
-            await self._refuse(send, None)
+            await self._refuse(scope, receive, send, None)
             return
         pending = [first]
 
@@ -66,7 +65,9 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 return {"type": "http.request", "body": b"".join(parts), "more_body": False}
 
-    async def _refuse(self, send: Send, declared: int | None) -> None:
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, declared: int | None
+    ) -> None:
         size = f"is {declared:,} bytes, over" if declared is not None else "is over"
         detail = (
             f"the request body {size} the limit of {self.max_bytes:,} bytes "
@@ -74,18 +75,7 @@ class BodyLimitMiddleware:
             "smaller body (a study spec names its data by path; it does not carry it), or ask "
             "the operator to raise HPO_MAX_BODY_BYTES"
         )
-        body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
 
 
 def _framing(scope: Scope) -> tuple[int | None, bool]:

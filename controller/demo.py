@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 import hpo
+from hpo import service
 from hpo.client import Client, HPOClientError
 from hpo.schemas import StudyPublic
 from hpo.settings import Settings
@@ -147,7 +148,12 @@ def run_demo(
     except AccessRefused:
         controller.app.state.db.dispose()
         raise
-    api_key = os.environ.get("HPO_API_KEY") or controller.own_key("demo", "member")
+    # the demo's own client needs a key only once operators have made keys
+    api_key = os.environ.get("HPO_API_KEY") or (
+        controller.own_key("demo", "member")
+        if service.operator_keys_exist(controller.app.state.db)
+        else None
+    )
     out.write("hpo demo: starting Ray ... ")
     out.flush()
     out.write(controller.start_ray() + "\n")

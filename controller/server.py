@@ -116,11 +116,9 @@ class Controller:
             print("hpo: created the admin API key 'admin' from HPO_ADMIN_KEY", flush=True)
         return access_line(settings, keys=service.operator_keys_exist(db), url=self.url)
 
-    def own_key(self, purpose: str, role: str) -> str | None:
+    def own_key(self, purpose: str, role: str) -> str:
         """A key of this controller's own (``dispatcher@host-pid-xxxxxx``), revoked when it
-        stops; ``None`` while access control is off and none is needed."""
-        if service.operator_keys_exist(self.app.state.db) is False and purpose != "dispatcher":
-            return None
+        stops."""
         host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:32] or "host"
         name = f"{purpose}@{host}-{os.getpid()}-{secrets.token_hex(3)}"
         _, key = service.create_key(self.app.state.db, name=name, role=role, builtin=True)

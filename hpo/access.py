@@ -69,6 +69,12 @@ class Principal:
     def label(self) -> str:
         return "the anonymous caller" if self.name is None else f"key {self.name!r}"
 
+    @property
+    def study_bound(self) -> bool:
+        """Whether what it may do depends on the study (a member's own, a worker key's
+        patterns): only then must a study's name and owner be looked up."""
+        return self.role is Role.MEMBER or (self.role is Role.WORKER and self.studies is not None)
+
     def covers(self, study: str) -> bool:
         """Whether a worker key's study patterns include ``study``."""
         return self.studies is None or any(fnmatch.fnmatchcase(study, p) for p in self.studies)

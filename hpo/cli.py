@@ -16,7 +16,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,43 +75,41 @@ def settings_from(**overrides: Any) -> Settings:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .storage import Database
-
     url = settings_from(database_url=args.database_url).database_url
-    try:
-        db = Database(url)
+    with _database(url) as db:
         revision = db.current_revision()
-        db.dispose()
-    except (SQLAlchemyError, ImportError) as exc:
-        raise database_error(url, exc) from None
     print(f"database {safe_url(url)} is at revision {revision}")
     return 0
 
 
-def _open_db(database_url: str | None) -> Any:
+@contextmanager
+def _database(database_url: str | None) -> Iterator[Any]:
+    """The database of ``--database-url`` (else ``HPO_DATABASE_URL``), migrated; a database
+    that cannot be reached or read is a one-line error."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from .storage import Database
 
     url = settings_from(database_url=database_url).database_url
     try:
-        return Database(url)
+        db = Database(url)
     except (SQLAlchemyError, ImportError) as exc:
         raise database_error(url, exc) from None
+    try:
+        yield db
+    except SQLAlchemyError as exc:
+        raise database_error(url, exc) from None
+    finally:
+        db.dispose()
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from . import service
 
-    db = _open_db(args.database_url)
-    try:
+    with _database(args.database_url) as db:
         record, key = service.create_key(
             db, name=args.name, role=args.role, studies=args.study or None
         )
-    finally:
-        db.dispose()
     scope = f" for studies {', '.join(record.studies)}" if record.studies else ""
     print(f"created API key {record.name!r} with role {record.role}{scope}:")
     print()
@@ -129,11 +128,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 def cmd_keys_list(args: argparse.Namespace) -> int:
     from . import service
 
-    db = _open_db(args.database_url)
-    try:
+    with _database(args.database_url) as db:
         keys = service.list_keys(db, revoked=args.all)
-    finally:
-        db.dispose()
     if not keys:
         print("no API keys: the controller runs with access control off on loopback only;")
         print("create one with: hpo keys create --name NAME --role admin")
@@ -160,11 +156,8 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     from . import service
 
-    db = _open_db(args.database_url)
-    try:
+    with _database(args.database_url) as db:
         record = service.revoke_key(db, name=args.name)
-    finally:
-        db.dispose()
     print(
         f"revoked API key {record.name!r}; controllers refuse it within a few seconds and its "
         "dashboard sessions are ended"

@@ -29,6 +29,7 @@ from ..auth import (
 )
 from ..deps import DbDep
 from ..docs import html_errors
+from ..errors import Answer
 from ..headers import WEBGL_PAGE_POLICY
 
 router = APIRouter(tags=["dashboard"])
@@ -74,33 +75,33 @@ def _not_found(message: str, caller: Caller | None = None) -> HTMLResponse:
     return _page("404.html", caller, status=404, message=message)
 
 
-async def page_caller(request: Request) -> Caller | Response:
-    """The signed-in caller of a page, or where to send one who is not: the sign-in page
-    (no key, no session) or a 403 page (a worker key)."""
+async def page_caller(request: Request) -> Caller:
+    """The signed-in caller of a page; one who is not is sent to the sign-in page (no key, no
+    session), a worker key gets a 403 page."""
     try:
         caller = await resolve(request)
     except Unauthorized:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/signin?next={quote(target)}", status_code=303)
+        raise Answer(RedirectResponse(f"/signin?next={quote(target)}", status_code=303)) from None
     if not role_may(caller.principal.role, Action.READ):
-        return _page(
-            "404.html",
-            caller,
-            status=403,
-            title="Forbidden",
-            message=f"{caller.principal.label} has role {caller.principal.role}, which may not "
-            "read the dashboard",
+        raise Answer(
+            _page(
+                "404.html",
+                caller,
+                status=403,
+                title="Forbidden",
+                message=f"{caller.principal.label} has role {caller.principal.role}, which may not "
+                "read the dashboard",
+            )
         )
     return caller
 
 
-PageCaller = Annotated[Caller | Response, Depends(page_caller)]
+PageCaller = Annotated[Caller, Depends(page_caller)]
 
 
 @router.get("/", response_class=HTMLResponse, responses=html_errors())
 def studies_page(caller: PageCaller) -> Response:
-    if isinstance(caller, Response):
-        return caller
     return _page("studies.html", caller, title="Studies")
 
 
@@ -108,8 +109,6 @@ def studies_page(caller: PageCaller) -> Response:
     "/studies/{study}", response_class=HTMLResponse, responses=html_errors(404, 409, 422, 503)
 )
 def study_page(study: str, db: DbDep, request: Request, caller: PageCaller) -> Response:
-    if isinstance(caller, Response):
-        return caller
     try:
         found = service.get_study(db, ref=study)
     except StudyNotFound as exc:
@@ -131,8 +130,6 @@ def study_page(study: str, db: DbDep, request: Request, caller: PageCaller) -> R
     responses=html_errors(404, 409, 422, 503),
 )
 def trial_page(study: str, number: int, db: DbDep, caller: PageCaller) -> Response:
-    if isinstance(caller, Response):
-        return caller
     try:
         found = service.get_study(db, ref=study)
         service.get_trial(db, ref=found.id, number=number)
@@ -149,8 +146,6 @@ def trial_page(study: str, number: int, db: DbDep, caller: PageCaller) -> Respon
     responses=html_errors(404, 409, 422, 503),
 )
 def compare_trials_page(study: str, db: DbDep, caller: PageCaller, trials: str = "") -> Response:
-    if isinstance(caller, Response):
-        return caller
     try:
         found = service.get_study(db, ref=study)
     except StudyNotFound as exc:
@@ -162,8 +157,6 @@ def compare_trials_page(study: str, db: DbDep, caller: PageCaller, trials: str =
 
 @router.get("/compare", response_class=HTMLResponse, responses=html_errors(422))
 def compare_studies_page(caller: PageCaller, studies: str = "") -> Response:
-    if isinstance(caller, Response):
-        return caller
     return _page("compare_studies.html", caller, title="Compare studies", studies=studies)
 
 

@@ -12,6 +12,7 @@ from ._keys import (
     authenticate,
     create_key,
     create_session,
+    digest,
     end_session,
     ensure_key,
     list_keys,
@@ -35,6 +36,7 @@ from ._studies import (
 )
 
 __all__ = [
+    "digest",
     "study_owner",
     "session_principal",
     "revoke_key",

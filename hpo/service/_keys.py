@@ -13,7 +13,7 @@ import logging
 import re
 import secrets
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -35,6 +35,7 @@ MIN_KEY_CHARS = 32
 
 
 def digest(secret: str) -> str:
+    """The SHA-256 (hex) under which a key or session token is stored."""
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -228,12 +229,12 @@ def create_session(db: Database, *, key_id: int, lifetime: timedelta) -> tuple[s
     return token, csrf
 
 
-def session_principal(db: Database, *, token: str) -> tuple[Principal, str, datetime] | None:
-    """``(principal, CSRF token, expiry)`` of a live session; ``None`` if it ended."""
+def session_principal(db: Database, *, token: str) -> tuple[Principal, str] | None:
+    """``(principal, CSRF token)`` of a live session; ``None`` if it ended."""
 
-    def read(session: Session) -> tuple[Principal, str, datetime] | None:
+    def read(session: Session) -> tuple[Principal, str] | None:
         found = session.execute(
-            select(ApiKeyRow, SessionRow.csrf, SessionRow.expires_at)
+            select(ApiKeyRow, SessionRow.csrf)
             .join(SessionRow, SessionRow.key_id == ApiKeyRow.id)
             .where(
                 SessionRow.token_hash == digest(token),
@@ -241,7 +242,7 @@ def session_principal(db: Database, *, token: str) -> tuple[Principal, str, date
                 ApiKeyRow.revoked_at.is_(None),
             )
         ).first()
-        return None if found is None else (_principal(found[0]), found[1], found[2])
+        return None if found is None else (_principal(found[0]), found[1])
 
     return transact(db, read)
 
@@ -279,6 +280,7 @@ def revoke_builtin(db: Database, *, name: str) -> None:
 
 __all__ = [
     "authenticate",
+    "digest",
     "create_key",
     "create_session",
     "end_session",
