@@ -95,7 +95,7 @@ def history(db: Database, study: StudyPublic) -> dict[str, Any]:
 def rungs(study: StudyPublic) -> dict[int, list[int]] | None:
     """Where early stopping decides, per bracket (one for ASHA, several for Hyperband): the
     very function the rule itself uses, so the lines drawn are where trials are judged."""
-    plan = algorithms.halving_plan(study.spec.algorithm, study.spec.budget)
+    plan = algorithms.halving_plan(algorithms.in_force(study.spec), study.spec.budget)
     if plan is None:
         return None
     return {b: algorithms.rung_steps(plan, b) for b in range(plan.n_brackets)}

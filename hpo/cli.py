@@ -166,6 +166,8 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def _algorithm(study: StudyPublic) -> str:
+    if study.algorithm_choice is not None:
+        return f"auto: {study.algorithm_choice.summary}"
     algo = study.spec.algorithm
     text = f"{algo.name} {algo.model}" if algo.name == "bayesian" else algo.name
     extras = [f"seed {algo.seed}"] if algo.seed is not None else []
@@ -250,6 +252,7 @@ def cmd_study_show(args: argparse.Namespace) -> int:
         ("status", study.status),
         ("objective", f"{spec.objective.direction} {spec.objective.metric}"),
         ("algorithm", _algorithm(study)),
+        *([("why", study.algorithm_choice.reason)] if study.algorithm_choice else []),
         ("budget", ", ".join(budget)),
         ("trials", f"{study.n_trials} handed out" + (f": {', '.join(counts)}" if counts else "")),
         ("best", best),

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from .spec import MAX_METRIC_NAME, StudySpec
+from .spec import MAX_METRIC_NAME, AlgorithmSpec, StudySpec
 from .vocabulary import FailureKind, Role, StudyStatus, TrialState, values
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "ApiKeyCreated",
     "ApiKeyPublic",
     "AskIn",
+    "AlgorithmChoice",
     "BestTrial",
     "CompleteIn",
     "ErrorPublic",
@@ -143,6 +144,14 @@ class BestTrial(BaseModel):
     params: dict[str, Any]
 
 
+class AlgorithmChoice(BaseModel):
+    """What ``algorithm: {name: auto}`` runs for a study, and why."""
+
+    algorithm: AlgorithmSpec = Field(description="the algorithm in force, as a spec would name it")
+    summary: str = Field(description="one line, e.g. 'bayesian (TPE) + hyperband (...)'")
+    reason: str = Field(description="why auto chose it for this space, budget and max_epochs")
+
+
 class StudyPublic(BaseModel):
     id: int
     name: str
@@ -164,6 +173,9 @@ class StudyPublic(BaseModel):
         default=None,
         description="the name of the API key that created the study (null: created while "
         "access control was off)",
+    )
+    algorithm_choice: AlgorithmChoice | None = Field(
+        default=None, description="what auto chose (null unless the algorithm is auto)"
     )
 
 

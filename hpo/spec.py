@@ -484,7 +484,9 @@ class StudySpec(_Strict):
     )
     preset: str | None = Field(default=None, description="the preset the space came from")
     algorithm: AlgorithmSpec = Field(
-        default_factory=lambda: AlgorithmSpec(name=AlgorithmName.RANDOM)
+        default_factory=lambda: AlgorithmSpec(name=AlgorithmName.AUTO),
+        description="the search algorithm; auto (the default) picks grid, TPE, or TPE with "
+        "Hyperband early stopping from the space, the budget and max_epochs",
     )
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)

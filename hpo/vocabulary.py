@@ -82,6 +82,8 @@ class FailureKind(_Word):
 
 
 class AlgorithmName(_Word):
+    #: picks one of the others from the space, the budget and max_epochs (the default)
+    AUTO = "auto"
     GRID = "grid"
     RANDOM = "random"
     BAYESIAN = "bayesian"

@@ -143,7 +143,7 @@ def test_algorithm_words_come_from_the_vocabulary_and_stay_plain_strings():
     assert {type(algorithm.name), type(algorithm.model), type(algorithm.early_stopping)} == {str}
     assert spec.model_dump()["algorithm"] == spec.model_dump(mode="json")["algorithm"]
     default = parse_spec({k: v for k, v in make_spec().items() if k != "algorithm"}).algorithm
-    assert (default.name, default.model, default.pruner) == ("random", "tpe", "none")
+    assert (default.name, default.model, default.pruner) == ("auto", "tpe", "none")
     assert type(default.model) is str
 
 
@@ -155,7 +155,7 @@ def test_algorithm_words_come_from_the_vocabulary_and_stay_plain_strings():
             {"name": "random", "early_stopping": "patience"},
             "unknown early_stopping 'patience'; choose one of asha, hyperband, median, none",
         ),
-        ({"name": 3}, "unknown algorithm 3; choose one of grid, random, bayesian, asha"),
+        ({"name": 3}, "unknown algorithm 3; choose one of auto, grid, random, bayesian, asha"),
         ({"name": "x" * 10_000}, "unknown algorithm 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...;"),
     ],
 )

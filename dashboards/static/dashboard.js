@@ -116,7 +116,8 @@ const HPO = (() => {
     return h("tr", {},
       h("td", {}, h("a", { href: `/studies/${enc(study.name)}` }, study.name)),
       h("td", {}, badge(study.status)),
-      h("td", {}, alg.name + (alg.name !== "asha" && alg.early_stopping && alg.early_stopping !== "none" ? ` + ${alg.early_stopping}` : "")),
+      h("td", {}, study.algorithm_choice ? `auto: ${study.algorithm_choice.summary}` :
+        alg.name + (alg.name !== "asha" && alg.early_stopping && alg.early_stopping !== "none" ? ` + ${alg.early_stopping}` : "")),
       h("td", {}, study.spec.workload.name),
       h("td", { class: "counts" }, counts.length ? counts : "none yet"),
       h("td", {}, progress(study)),
@@ -153,6 +154,12 @@ const HPO = (() => {
       document.getElementById("study-meta").textContent =
         `${spec.algorithm.name} on ${spec.workload.name} · ${spec.objective.direction} ${spec.objective.metric}` +
         ` · created ${when(study.created_at)}` + (study.created_by ? ` by ${study.created_by}` : "");
+      const choice = document.getElementById("algorithm-choice");
+      if (study.algorithm_choice) {
+        choice.hidden = false;
+        choice.replaceChildren(h("strong", {}, "auto chose: "), study.algorithm_choice.summary,
+          h("span", { class: "reason" }, ` (${study.algorithm_choice.reason})`));
+      }
       document.getElementById("study-cards").replaceChildren(
         card("Trials", `${study.n_trials}${study.size ? " / " + study.size : ""}`, progress(study)),
         ...STATES.map((s) => card(s, c[s], null, `state-${s}`)),

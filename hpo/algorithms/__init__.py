@@ -3,6 +3,7 @@
 Nothing here reads or writes storage; the service layer does the I/O.
 """
 
+from ._auto import AutoChoice, choose, in_force
 from ._early_stopping import (
     MEDIAN_STARTUP_TRIALS,
     HalvingPlan,
@@ -31,6 +32,7 @@ from ._samplers import (
 from ._space import Space, clean_params, distributions, grid_points, grid_size
 
 __all__ = [
+    "AutoChoice",
     "MEDIAN_STARTUP_TRIALS",
     "HalvingPlan",
     "PastTrial",
@@ -40,12 +42,14 @@ __all__ = [
     "bracket_of",
     "build_pruner",
     "build_sampler",
+    "choose",
     "clean_params",
     "distributions",
     "grid_point",
     "grid_points",
     "grid_size",
     "halving_plan",
+    "in_force",
     "median_stops",
     "missing_requirements",
     "needs_history",

@@ -111,7 +111,7 @@ def _history(session: Session, study_id: int) -> list[PastTrial]:
 
 def _draw(snap: _Snapshot, number: int) -> dict[str, Any]:
     return algorithms.sample_params(
-        snap.spec.algorithm,
+        algorithms.in_force(snap.spec),
         snap.spec.space,
         number=number,
         direction=snap.spec.objective.direction,
@@ -125,7 +125,7 @@ def _hand_out(
     if snap is None:
         row = _study(session, ref)
         spec = spec_by_id(db, session, row.id)
-        if algorithms.needs_history(spec.algorithm):
+        if algorithms.needs_history(algorithms.in_force(spec)):
             raise _NeedsHistory
         snap = _Snapshot(row.id, row.name, spec, row.created_at)
         _refuse_if_over(row.name, row.status, row.created_at, spec)

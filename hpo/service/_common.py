@@ -16,7 +16,7 @@ from .._errors import StudyNotFound, StudyUnreadable, TrialNotFound
 from ..budget import study_size
 from ..spec import StudySpec, format_validation_error
 from ..storage import Database, StudyRow, TrialRow
-from ..vocabulary import LIVE_TRIAL_STATES, TrialState
+from ..vocabulary import LIVE_TRIAL_STATES, AlgorithmName, TrialState
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -129,7 +129,11 @@ def spec_by_id(db: Database, session: Session, study_id: int) -> StudySpec:
 
 
 def size_of(spec: StudySpec) -> int | None:
-    grid = algorithms.grid_size(spec.space) if spec.algorithm.name == "grid" else None
+    grid = (
+        algorithms.grid_size(spec.space)
+        if algorithms.in_force(spec).name == AlgorithmName.GRID
+        else None
+    )
     return study_size(spec, grid)
 
 

@@ -101,7 +101,7 @@ def param_importances(db: Database, *, ref: str | int, max_trials: int = 1000) -
 def _importances(spec: Any, completed: list[Any]) -> dict[str, float]:
     result: dict[str, float] = {}
     if len(completed) >= 2:
-        dists = algorithms.distributions(spec.space, grid=spec.algorithm.name == "grid")
+        dists = algorithms.distributions(spec.space, grid=algorithms.in_force(spec).name == "grid")
         study = optuna.create_study(direction=spec.objective.direction)
         study.add_trials(
             optuna.trial.create_trial(params=t.params, distributions=dists, value=t.value)

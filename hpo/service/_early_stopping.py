@@ -46,7 +46,8 @@ def judge(
     if not algorithms.pruning_applies(step=step, max_epochs=spec.budget.max_epochs):
         return Verdict(False, next_rung)
     maximize = spec.objective.direction == "maximize"
-    plan = algorithms.halving_plan(spec.algorithm, spec.budget)
+    algorithm = algorithms.in_force(spec)
+    plan = algorithms.halving_plan(algorithm, spec.budget)
     if plan is not None:
         bracket = algorithms.bracket_of(plan, study_name, trial_number)
         outcome = algorithms.successive_halving(
@@ -73,7 +74,7 @@ def judge(
                 ],
             )
         return Verdict(outcome.stop, outcome.next_rung)
-    if spec.algorithm.pruner == EarlyStopping.MEDIAN:
+    if algorithm.pruner == EarlyStopping.MEDIAN:
         stop = _median(session, study_id, spec, run_id, step=step, value=value)
         return Verdict(stop, next_rung)
     return Verdict(False, next_rung)
@@ -132,6 +133,6 @@ def _median(
         best_so_far=best,
         completed_trials=int(completed or 0),
         completed_at_step=list(at_step),
-        warmup_steps=spec.algorithm.grace_period,
+        warmup_steps=algorithms.in_force(spec).grace_period,
         maximize=maximize,
     )

@@ -196,7 +196,7 @@ def _sync_claimed(
         transact(db, lambda s: _forget_study(s, study_id), write=True)
         return written
     trials = transact(db, lambda s: _unmirrored(s, study_id, spec.objective.metric, limit))
-    dists = algorithms.distributions(spec.space, grid=spec.algorithm.name == "grid")
+    dists = algorithms.distributions(spec.space, grid=algorithms.in_force(spec).name == "grid")
     done: list[tuple[int, str]] = []
     young = utcnow() - timedelta(seconds=hold_running)
     try:

@@ -13,7 +13,7 @@ from .. import access, algorithms
 from .._errors import DuplicateStudy, InvalidSpec, NoCompletedTrial, StudyNotRunning
 from ..access import Action, Principal
 from ..data_roots import path_problems
-from ..schemas import BestTrial, StudyPublic
+from ..schemas import AlgorithmChoice, BestTrial, StudyPublic
 from ..spec import StudySpec
 from ..storage import (
     Database,
@@ -26,7 +26,7 @@ from ..storage import (
     TrialRow,
     utcnow,
 )
-from ..vocabulary import FailureKind, StudyStatus, TrialState
+from ..vocabulary import AlgorithmName, FailureKind, StudyStatus, TrialState
 from ..workloads import check_study_fits
 from ._common import find_study, size_of, spec_of, trial_counts
 from ._lifecycle import note, stop_trials, transact
@@ -49,7 +49,7 @@ def create_study(
             option may name a file).
     """
     problems = (
-        algorithms.missing_requirements(spec.algorithm)
+        algorithms.missing_requirements(algorithms.in_force(spec))
         + check_study_fits(
             spec.workload.name, list(spec.space), spec.objective.metric, dict(workloads or {})
         )
@@ -221,7 +221,15 @@ def _public(db: Database, session: Session, row: StudyRow) -> StudyPublic:
         best=_best(db, session, row),
         version=row.version,
         created_by=row.created_by,
+        algorithm_choice=_choice(spec),
     )
+
+
+def _choice(spec: StudySpec) -> AlgorithmChoice | None:
+    if spec.algorithm.name != AlgorithmName.AUTO:
+        return None
+    chosen = algorithms.choose(spec)
+    return AlgorithmChoice(algorithm=chosen.algorithm, summary=chosen.summary, reason=chosen.reason)
 
 
 __all__ = [

@@ -1,0 +1,167 @@
+"""``algorithm: {name: auto}``: pick an algorithm from the space, the budget and ``max_epochs``.
+
+The rule, in order:
+
+1. **Grid** when every parameter has a finite set of values and the whole grid fits the
+   budget: at most ``budget.max_trials`` points, or at most ``max_total_epochs // max_epochs``
+   full-length trials (with neither set, a grid of at most :data:`SMALL_GRID` points). Trying
+   every point is then the best use of the budget, and nothing is left to chance.
+2. **TPE, no early stopping** when there is no epoch axis to stop on: ``max_epochs`` below
+   :data:`MIN_EPOCHS_TO_STOP` (a study that reports once, or a handful of times).
+3. Otherwise **TPE with Hyperband brackets** (in the spirit of BOHB): multivariate TPE draws
+   every configuration, and successive halving with ``reduction_factor`` 3 stops weak trials at
+   rungs ``r, 3r, 9r, ...`` below ``max_epochs``, where the first rung ``r`` is
+   ``max_epochs / 27`` (at least 1), so that there are about three rungs. Hyperband spreads the
+   trials over brackets that start halving at ``r``, ``3r`` and ``9r``: the later brackets judge
+   on longer curves, a hedge against tasks whose early epochs rank configurations poorly (a
+   good configuration that starts slow survives there), while the first bracket still buys many
+   cheap looks.
+
+Fields set beside ``name: auto`` to something other than their default (``seed``,
+``n_startup_trials``, ``early_stopping``, ``reduction_factor``, ``grace_period``, ``model``)
+are kept. The choice is a pure function of the spec: the
+same spec gives the same choice on every controller, and the study page shows it with its
+reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..spec import AlgorithmSpec, StudySpec
+from ..vocabulary import AlgorithmName, EarlyStopping
+
+__all__ = ["MIN_EPOCHS_TO_STOP", "SMALL_GRID", "AutoChoice", "choose", "in_force"]
+
+#: with no trial or epoch budget, a discrete space of at most this many points is searched as
+#: a grid (it then ends by itself once every point was tried)
+SMALL_GRID = 100
+#: below this many epochs per trial, early stopping has too few reports to judge on
+MIN_EPOCHS_TO_STOP = 9
+#: successive halving keeps the best third at each rung
+AUTO_REDUCTION_FACTOR = 3
+#: the first rung is max_epochs / 27, leaving about three rungs (27 = 3**3)
+AUTO_RUNGS = 3
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """What ``auto`` runs, and why, in words a person reads on the study page."""
+
+    algorithm: AlgorithmSpec
+    #: one line: "bayesian (TPE) + hyperband (reduction factor 3, first rung at epoch 2)"
+    summary: str
+    reason: str
+
+
+def in_force(spec: StudySpec) -> AlgorithmSpec:
+    """The algorithm a study runs: its own, or what ``auto`` chose for it."""
+    if spec.algorithm.name != AlgorithmName.AUTO:
+        return spec.algorithm
+    return choose(spec).algorithm
+
+
+def choose(spec: StudySpec) -> AutoChoice:
+    """The algorithm ``auto`` runs for ``spec`` (see the module's docstring for the rule)."""
+    kept = _kept(spec.algorithm)
+    grid = _grid_size(spec)
+    fits = _full_trials(spec)
+    if grid is not None and (grid <= fits if fits is not None else grid <= SMALL_GRID):
+        room = (
+            f"the budget of {fits:,} full-length trials"
+            if fits is not None
+            else f"the {SMALL_GRID} points auto grids without a trial or epoch budget"
+        )
+        algorithm = AlgorithmSpec.model_validate({**kept, "name": AlgorithmName.GRID})
+        return AutoChoice(
+            algorithm,
+            "grid",
+            f"every parameter has a finite set of values, and the whole grid of {grid:,} "
+            f"points fits {room}: trying every point is the best use of it",
+        )
+    max_epochs = spec.budget.max_epochs
+    if max_epochs < MIN_EPOCHS_TO_STOP and "early_stopping" not in kept:
+        algorithm = AlgorithmSpec.model_validate(
+            {**kept, "name": AlgorithmName.BAYESIAN, "early_stopping": EarlyStopping.NONE}
+        )
+        return AutoChoice(
+            algorithm,
+            "bayesian (TPE), no early stopping",
+            f"budget.max_epochs is {max_epochs}: below {MIN_EPOCHS_TO_STOP} epochs there is "
+            "no epoch axis worth stopping early on, so every trial runs to the end and TPE "
+            "models the results",
+        )
+    eta = int(
+        spec.algorithm.reduction_factor if "reduction_factor" in kept else AUTO_REDUCTION_FACTOR
+    )
+    grace = (
+        spec.algorithm.grace_period
+        if "grace_period" in kept
+        else max(1, round(max_epochs / eta**AUTO_RUNGS))
+    )
+    grace = min(grace, max_epochs - 1)
+    algorithm = AlgorithmSpec.model_validate(
+        {
+            "early_stopping": EarlyStopping.HYPERBAND,
+            **kept,
+            "name": AlgorithmName.BAYESIAN,
+            "reduction_factor": eta,
+            "grace_period": grace,
+        }
+    )
+    rule = str(algorithm.pruner)
+    return AutoChoice(
+        algorithm,
+        f"bayesian (TPE) + {rule} (reduction factor {eta}, first rung at epoch {grace})",
+        _why_halving(grid, fits, max_epochs, rule, grace, eta),
+    )
+
+
+def _kept(given: AlgorithmSpec) -> dict[str, object]:
+    """The fields set beside ``name: auto`` to something other than their default (a stored
+    spec comes back with every field set, so "set" alone cannot tell)."""
+    defaults = AlgorithmSpec(name=AlgorithmName.AUTO)
+    return {
+        field: getattr(given, field)
+        for field in AlgorithmSpec.model_fields
+        if field != "name" and getattr(given, field) != getattr(defaults, field)
+    }
+
+
+def _why_halving(
+    grid: int | None, fits: int | None, max_epochs: int, rule: str, grace: int, eta: int
+) -> str:
+    if grid is not None:
+        first = (
+            f"the grid of {grid:,} points is larger than the budget of {fits:,} full-length trials"
+            if fits is not None
+            else f"the grid of {grid:,} points is large and no trial or epoch budget bounds it"
+        )
+    else:
+        first = "the space has continuous parameters, so a grid cannot cover it"
+    if rule != EarlyStopping.HYPERBAND:
+        return f"{first}; TPE models the results, with the early stopping the spec set ({rule})"
+    return (
+        f"{first}; TPE models the results, and Hyperband brackets stop weak trials early "
+        f"(rungs from epoch {grace}, keeping the best 1/{eta}), some brackets only after "
+        f"{grace * eta} or {grace * eta * eta} of the {max_epochs} epochs, a hedge against "
+        "early epochs that rank configurations poorly"
+    )
+
+
+def _grid_size(spec: StudySpec) -> int | None:
+    counts = [param.grid_count() for param in spec.space.values()]
+    if any(count is None for count in counts):
+        return None
+    return math.prod(count for count in counts if count is not None)
+
+
+def _full_trials(spec: StudySpec) -> int | None:
+    """How many full-length trials the budget holds, when a trial or epoch budget is set."""
+    budget = spec.budget
+    limits = [budget.max_trials] if budget.max_trials is not None else []
+    max_total_epochs = getattr(budget, "max_total_epochs", None)
+    if max_total_epochs is not None:
+        limits.append(max_total_epochs // budget.max_epochs)
+    return min(limits) if limits else None
