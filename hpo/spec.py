@@ -480,7 +480,7 @@ class ResourcesSpec(_Strict):
     @field_validator("on_oom", mode="before")
     @classmethod
     def _known_on_oom(cls, value: Any) -> Any:
-        return _one_of(OnOom, "resources.on_oom", value)
+        return _one_of(OnOom, "on_oom", value)
 
 
 class StudySpec(_Strict):

@@ -126,7 +126,7 @@ def test_halving_keeps_the_effective_batch_down_to_the_floor():
         (
             {"batch_size": {"type": "int", "low": 8, "high": 64}},
             {"on_oom": "shrink"},
-            "unknown resources.on_oom 'shrink'; choose one of fail, accumulate",
+            "resources.on_oom: unknown on_oom 'shrink'; choose one of fail, accumulate",
         ),
         (
             {"batch_size": {"type": "int", "low": 8, "high": 64}},
@@ -319,5 +319,36 @@ def test_trials_on_ray_finish_at_the_same_effective_batch(fresh_postgres):
             assert {b * a for b, a in runs} == {detail["params"]["batch_size"]}
             seen[detail["params"]["batch_size"]] = runs
         assert seen == {64: [(64, 1), (32, 2)], 128: [(128, 1), (64, 2), (32, 4)]}
+    finally:
+        live.stop()
+
+
+def test_the_trial_page_shows_the_batch_of_every_attempt(tmp_path):
+    from playwright.sync_api import expect
+
+    from hpo.client import Client
+    from tests._browser import chromium
+    from tests._live import LiveController
+
+    live = LiveController(f"sqlite:///{tmp_path / 'hpo.db'}").start(dispatch=False)
+    try:
+        client = Client(live.url)
+        client.create_study(_accumulating(64, 1))
+        first = client.ask("s1", worker="page-worker")
+        first.fail("CUDA out of memory (simulated)", kind="oom")
+        retry = client.ask("s1", worker="page-worker")
+        retry.complete({"acc": 0.5})
+        with chromium() as browser:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{live.url}/studies/s1/trials/{first.number}")
+            page.wait_for_selector("body[data-loaded='trial']", timeout=30_000)
+            rows = page.locator("#runs-table tbody tr")
+            expect(rows).to_have_count(2)
+            expect(rows.nth(0)).to_contain_text("batch 64 x 1 accumulation")
+            expect(rows.nth(0)).to_contain_text("oom")
+            expect(rows.nth(1)).to_contain_text("batch 32 x 2 accumulation")
+            assert not errors, errors
     finally:
         live.stop()
