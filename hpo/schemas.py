@@ -198,6 +198,15 @@ class RunPublic(BaseModel):
     last_step: int | None = None
     error: str | None = None
     failure_kind: FailureKind | None = None
+    batch_size: int | None = Field(
+        default=None,
+        description="the per-device batch this attempt trained with (halved on each retry "
+        "after running out of memory, with resources.on_oom: accumulate); null when the "
+        "space has no batch_size",
+    )
+    gradient_accumulation_steps: int | None = Field(
+        default=None, description="the gradient-accumulation steps this attempt trained with"
+    )
     reports: list[ReportPublic] = Field(
         default_factory=list, description="every metric this attempt reported, per step"
     )

@@ -30,7 +30,7 @@ from pydantic import (
 import search_spaces
 
 from ._errors import InvalidSpec
-from .vocabulary import AlgorithmName, EarlyStopping, SamplerModel
+from .vocabulary import AlgorithmName, EarlyStopping, OnOom, SamplerModel
 
 __all__ = [
     "MAX_CHOICES",
@@ -467,8 +467,20 @@ class _OptionsCheck:
 
 
 class ResourcesSpec(_Strict):
+    model_config = ConfigDict(use_enum_values=True, validate_default=True)
+
     gpus_per_trial: float = Field(default=0, ge=0, le=64)
     cpus_per_trial: float = Field(default=1, gt=0, le=512)
+    #: on an out-of-memory attempt: ``fail`` the trial, or retry it at half the ``batch_size``
+    #: with twice the ``gradient_accumulation_steps`` (the same effective batch)
+    on_oom: OnOom = OnOom.FAIL
+    #: ``on_oom: accumulate`` halves the batch down to this size, and no further
+    min_batch_size: int = Field(default=1, ge=1, le=MAX_INT_PARAM)
+
+    @field_validator("on_oom", mode="before")
+    @classmethod
+    def _known_on_oom(cls, value: Any) -> Any:
+        return _one_of(OnOom, "on_oom", value)
 
 
 class StudySpec(_Strict):
@@ -562,6 +574,8 @@ class StudySpec(_Strict):
             )
         if self.algorithm.name == AlgorithmName.GRID:
             _check_grid(self.search_space, self.algorithm.seed)
+        if self.resources.on_oom == OnOom.ACCUMULATE:
+            _check_accumulate(self.search_space)
         if self.algorithm.pruner in ("asha", "hyperband") and (
             self.algorithm.grace_period >= self.budget.max_epochs
         ):
@@ -575,6 +589,30 @@ class StudySpec(_Strict):
     def space(self) -> dict[str, FloatParam | IntParam | CategoricalParam]:
         """The resolved search space (presets already expanded)."""
         return self.search_space
+
+
+def _check_accumulate(space: dict[str, FloatParam | IntParam | CategoricalParam]) -> None:
+    """``on_oom: accumulate`` halves ``batch_size`` and doubles ``gradient_accumulation_steps``:
+    both must be whole numbers when the space has them."""
+    if "batch_size" not in space:
+        raise ValueError(
+            "resources.on_oom is 'accumulate', which halves the batch_size parameter, but the "
+            "search space has no batch_size; add one, or use on_oom: fail"
+        )
+    for name in ("batch_size", "gradient_accumulation_steps"):
+        param = space.get(name)
+        whole = (isinstance(param, IntParam) and param.low >= 1) or (
+            isinstance(param, CategoricalParam)
+            and all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in param.choices
+            )
+        )
+        if param is not None and not whole:
+            raise ValueError(
+                f"resources.on_oom is 'accumulate', which needs {name} to be whole numbers >= 1, "
+                f"but it is a {param.type} parameter of other values; make it "
+                "{type: int, ...} or categorical integers"
+            )
 
 
 def _check_grid(

@@ -19,6 +19,7 @@ __all__ = [
     "AlgorithmName",
     "EarlyStopping",
     "FailureKind",
+    "OnOom",
     "Role",
     "SamplerModel",
     "StudyStatus",
@@ -91,6 +92,15 @@ class AlgorithmName(_Word):
     ASHA = "asha"
 
 
+class OnOom(_Word):
+    """What a study does when an attempt runs out of GPU memory (``resources.on_oom``)."""
+
+    #: the trial fails with kind ``oom``
+    FAIL = "fail"
+    #: the trial is retried at half the batch with twice the gradient accumulation
+    ACCUMULATE = "accumulate"
+
+
 class SamplerModel(_Word):
     """The model of ``bayesian``: multivariate TPE, or a Gaussian process."""
 
@@ -139,5 +149,6 @@ def as_json() -> dict[str, Any]:
         "algorithms": values(AlgorithmName),
         "sampler_models": values(SamplerModel),
         "early_stopping": values(EarlyStopping),
+        "on_oom": values(OnOom),
         "roles": values(Role),
     }

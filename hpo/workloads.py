@@ -99,6 +99,8 @@ BUILTIN: dict[str, WorkloadInfo] = {
             options={
                 "epoch_seconds": "seconds each epoch sleeps (default 0.2)",
                 "fail_when": "a Python-free rule {param: value} that makes the trial raise",
+                "memory_limit": "raise the out-of-memory error of torch when batch_size x "
+                "num_layers x hidden_size (those the trial has) exceeds this number",
             },
         ),
     )

@@ -100,7 +100,8 @@ class ProtocolReporter:
 def _failure_kind(exc: BaseException) -> str:
     if isinstance(exc, NonFiniteLoss):
         return "nonfinite"
-    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+    # torch.cuda.OutOfMemoryError, or the synthetic workload's stand-in without torch
+    if type(exc).__name__ == "OutOfMemoryError":
         return "oom"
     return "exception"
 

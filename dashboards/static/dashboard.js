@@ -265,6 +265,9 @@ const HPO = (() => {
   }
 
   // ---------------------------------------------------------------- trial page
+  // the batch an attempt trained with: "batch 16 x 4 accumulation" (halved after running out of memory)
+  const batchOf = (r) => (r.batch_size === null || r.batch_size === undefined ? "–" :
+    `batch ${r.batch_size} x ${r.gradient_accumulation_steps} accumulation`);
   async function trialPage() {
     const root = document.getElementById("trial");
     const name = root.dataset.study, number = root.dataset.number;
@@ -288,7 +291,7 @@ const HPO = (() => {
       h("td", {}, r.attempt), h("td", {}, badge(r.state)), h("td", {}, r.worker || "–"), h("td", {}, r.gpus || "–"),
       h("td", {}, when(r.worker_started_at || r.started_at)),
       h("td", {}, seconds(r.worker_started_at || r.started_at, r.finished_at)), h("td", {}, fmt(r.last_step)),
-      h("td", {}, r.failure_kind || "–"))));
+      h("td", {}, batchOf(r)), h("td", {}, r.failure_kind || "–"))));
     await plotAll("metric-figures", "fig-metric", await getJSON(`${api}/figures`));
     document.body.dataset.loaded = "trial";
   }

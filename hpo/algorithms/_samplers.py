@@ -18,7 +18,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 
 from ..spec import AlgorithmSpec
-from ..vocabulary import AlgorithmName, TrialState
+from ..vocabulary import AlgorithmName, FailureKind, TrialState
 from ._space import Space, clean_params, distributions, grid_points
 
 
@@ -76,6 +76,8 @@ class PastTrial:
     #: the completed value, or a pruned trial's value at its last step
     value: float | None = None
     last_step: int | None = None
+    #: see hpo.vocabulary.FailureKind: a failed trial is history only if it ran out of memory
+    failure_kind: str | None = None
 
 
 def needs_history(algorithm: AlgorithmSpec) -> bool:
@@ -168,12 +170,34 @@ def sample_params(
         sampler=build_sampler(algorithm, space, trial_number=number),
     )
     if history:
-        study.add_trials(_frozen(past, dists) for past in history if _usable(past, dists))
+        worst = _worse_than_all(history, direction)
+        study.add_trials(_frozen(past, dists, worst) for past in history if _usable(past, dists))
     return clean_params(space, study.ask(dists).params)
 
 
+def _out_of_memory(past: PastTrial) -> bool:
+    return past.state == TrialState.FAILED and past.failure_kind == FailureKind.OOM
+
+
+def _worse_than_all(history: list[PastTrial], direction: str) -> float:
+    """The value an out-of-memory trial gets: worse than every trial that ran.
+
+    So the model learns that its region does not fit: TPE ranks it among the bad trials
+    (Optuna's TPE splits by rank, so this is what its ``constraints_func`` would do with an
+    infeasible trial, through the public API alone), and a GP sees low values there.
+    """
+    values = [p.value for p in history if p.value is not None and math.isfinite(p.value)]
+    if not values:
+        return 0.0
+    spread = max(values) - min(values)
+    margin = max(spread, abs(max(values)), 1.0)
+    return min(values) - margin if direction == "maximize" else max(values) + margin
+
+
 def _usable(past: PastTrial, dists: dict[str, BaseDistribution]) -> bool:
-    if past.state not in _OPTUNA_STATES or set(past.params) != set(dists):
+    if set(past.params) != set(dists):
+        return False
+    if past.state not in _OPTUNA_STATES and not _out_of_memory(past):
         return False
     if past.state == TrialState.COMPLETED and past.value is None:
         return False
@@ -191,7 +215,16 @@ _OPTUNA_STATES = {
 }
 
 
-def _frozen(past: PastTrial, dists: dict[str, BaseDistribution]) -> optuna.trial.FrozenTrial:
+def _frozen(
+    past: PastTrial, dists: dict[str, BaseDistribution], worst: float
+) -> optuna.trial.FrozenTrial:
+    if _out_of_memory(past):
+        return optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE,
+            value=worst,
+            params=past.params,
+            distributions=dists,
+        )
     state = _OPTUNA_STATES[TrialState(past.state)]
     intermediate = {}
     if state == optuna.trial.TrialState.PRUNED and past.value is not None:

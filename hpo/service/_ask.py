@@ -12,17 +12,18 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from .. import algorithms
 from .._errors import BudgetExhausted, StudyNotRunning
 from ..algorithms import PastTrial
 from ..budget import decide_ask, wall_clock_spent
+from ..oom import attempt_batch, attempt_params
 from ..schemas import TrialAssignment
 from ..spec import StudySpec
 from ..storage import Database, RunRow, StudyRow, TrialRow, latest_attempt, utcnow
-from ..vocabulary import StudyStatus, TrialState
+from ..vocabulary import FailureKind, StudyStatus, TrialState
 from . import _statements as sql
 from ._common import hash_token, spec_by_id, study_key, study_not_found
 from ._lifecycle import transact
@@ -100,13 +101,30 @@ def _refuse_if_over(name: str, status: str, created_at: Any, spec: StudySpec) ->
 
 
 def _history(session: Session, study_id: int) -> list[PastTrial]:
+    """What the sampler learns from: trials that ran or run, and those that ran out of memory
+    (the sampler learns that their region does not fit)."""
+    out_of_memory = and_(
+        TrialRow.state == TrialState.FAILED, RunRow.failure_kind == FailureKind.OOM
+    )
     rows = session.execute(
-        select(TrialRow.number, TrialRow.state, TrialRow.params, TrialRow.value, RunRow.last_step)
+        select(
+            TrialRow.number,
+            TrialRow.state,
+            TrialRow.params,
+            TrialRow.value,
+            RunRow.last_step,
+            RunRow.failure_kind,
+        )
         .join(RunRow, latest_attempt(), isouter=True)
-        .where(TrialRow.study_id == study_id, TrialRow.state.in_(_HISTORY_STATES))
+        .where(
+            TrialRow.study_id == study_id,
+            or_(TrialRow.state.in_(_HISTORY_STATES), out_of_memory),
+        )
         .order_by(TrialRow.number)
     ).all()
-    return [PastTrial(r.number, r.state, r.params, r.value, r.last_step) for r in rows]
+    return [
+        PastTrial(r.number, r.state, r.params, r.value, r.last_step, r.failure_kind) for r in rows
+    ]
 
 
 def _draw(snap: _Snapshot, number: int) -> dict[str, Any]:
@@ -182,6 +200,10 @@ def _hand_out_retry(
         },
     )
     params = conn.execute(sql.RETRY_RUNNING, {"b_trial": run.trial_id}).scalar_one()
+    if run.batch_size is not None:  # retried after running out of memory: a smaller batch
+        params = attempt_params(
+            params, attempt_batch(params, run.batch_size, run.gradient_accumulation_steps)
+        )
     return TrialAssignment(
         study=snap.name,
         number=run.trial_number,

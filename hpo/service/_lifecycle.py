@@ -12,13 +12,14 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, false, or_, select, update
+from sqlalchemy import and_, delete, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..budget import decide_retry, wall_clock_spent
+from ..oom import AttemptBatch, attempt_batch, halved
 from ..spec import StudySpec
 from ..storage import Database, RungRow, RunRow, StudyRow, TrialRow, utcnow
-from ..vocabulary import LIVE_TRIAL_STATES, FailureKind, StudyStatus, TrialState
+from ..vocabulary import LIVE_TRIAL_STATES, FailureKind, OnOom, StudyStatus, TrialState
 from ._common import live_trials, spec_of
 
 log = logging.getLogger("hpo.service")
@@ -101,9 +102,19 @@ def end_attempt(
     now: datetime,
 ) -> bool:
     """End a failed attempt: retry the trial as a new attempt if the policy allows (returns
-    True), else fail the trial."""
-    retry = study.status == StudyStatus.RUNNING and decide_retry(
-        kind=kind, attempt=run.attempt, max_retries=spec.budget.max_retries
+    True), else fail the trial.
+
+    With ``resources.on_oom: accumulate`` an out-of-memory attempt is retried at half the
+    batch (:mod:`hpo.oom`); those retries do not count against ``budget.max_retries``.
+    """
+    smaller = _smaller_batch(spec, trial, run) if kind == FailureKind.OOM else None
+    retry = study.status == StudyStatus.RUNNING and (
+        smaller is not None
+        or decide_retry(
+            kind=kind,
+            attempt=run.attempt - _memory_retries(session, spec, trial),
+            max_retries=spec.budget.max_retries,
+        )
     )
     run.error, run.failure_kind = reason, kind
     if not retry:
@@ -123,6 +134,11 @@ def end_attempt(
             token_hash="",  # no token until a worker takes it
             started_at=now,
             heartbeat_at=now,
+            # a retry keeps the batch its attempt had come down to, or takes the smaller one
+            batch_size=smaller.batch_size if smaller else run.batch_size,
+            gradient_accumulation_steps=(
+                smaller.accumulation if smaller else run.gradient_accumulation_steps
+            ),
         )
     )
     trial.state, trial.finished_at = TrialState.PENDING, None
@@ -138,6 +154,27 @@ def end_attempt(
         run.attempt + 1,
     )
     return True
+
+
+def _smaller_batch(spec: StudySpec, trial: TrialRow, run: RunRow) -> AttemptBatch | None:
+    """The batch to retry an out-of-memory attempt at, or None (on_oom: fail, or the floor)."""
+    if spec.resources.on_oom != OnOom.ACCUMULATE:
+        return None
+    current = attempt_batch(trial.params, run.batch_size, run.gradient_accumulation_steps)
+    return halved(current, floor=spec.resources.min_batch_size)
+
+
+def _memory_retries(session: Session, spec: StudySpec, trial: TrialRow) -> int:
+    """How many of the trial's attempts ran out of memory and were retried at a smaller batch:
+    they are not infrastructure retries."""
+    if spec.resources.on_oom != OnOom.ACCUMULATE:
+        return 0
+    count = session.scalar(
+        select(func.count())
+        .select_from(RunRow)
+        .where(RunRow.trial_id == trial.id, RunRow.failure_kind == FailureKind.OOM)
+    )
+    return int(count or 0)
 
 
 def stop_trials(

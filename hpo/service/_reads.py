@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
+from ..oom import attempt_batch
 from ..schemas import ReportPublic, RunPublic, TrialDetail, TrialPublic
 from ..storage import Database, MetricRow, RunRow, TrialRow, latest_attempt
 from ..vocabulary import TrialState
@@ -115,6 +116,7 @@ def get_trial(db: Database, *, ref: str | int, number: int) -> TrialDetail:
             RunPublic.model_validate(
                 {
                     **{f: getattr(r, f) for f in RunPublic.model_fields if f != "reports"},
+                    **_batch_of(trial.params, r),
                     "reports": reports.get(r.id, []),
                 }
             )
@@ -135,6 +137,16 @@ def get_trial(db: Database, *, ref: str | int, number: int) -> TrialDetail:
         )
 
     return transact(db, read)
+
+
+def _batch_of(params: dict[str, Any], run: RunRow) -> dict[str, int | None]:
+    """The batch and accumulation an attempt trained with: its own after an out-of-memory
+    retry, else the trial's parameters."""
+    batch = attempt_batch(params, run.batch_size, run.gradient_accumulation_steps)
+    return {
+        "batch_size": batch.batch_size if batch else None,
+        "gradient_accumulation_steps": batch.accumulation if batch else None,
+    }
 
 
 __all__ = ["get_trial", "list_trials"]

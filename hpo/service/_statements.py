@@ -130,7 +130,14 @@ _STUDY_COLUMNS = (
 STUDY_BY_NAME = select(*_STUDY_COLUMNS).where(studies.c.name == bindparam("b_ref"))
 STUDY_BY_ID = select(*_STUDY_COLUMNS).where(studies.c.id == bindparam("b_ref"))
 PENDING = (
-    select(runs.c.id, runs.c.trial_id, runs.c.trial_number, runs.c.attempt)
+    select(
+        runs.c.id,
+        runs.c.trial_id,
+        runs.c.trial_number,
+        runs.c.attempt,
+        runs.c.batch_size,
+        runs.c.gradient_accumulation_steps,
+    )
     .where(runs.c.study_id == bindparam("b_study"), runs.c.state == TrialState.PENDING)
     .order_by(runs.c.trial_number)
     .limit(1)

@@ -153,6 +153,10 @@ class RunRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: see hpo.vocabulary.FailureKind
     failure_kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    #: the per-device batch and accumulation this attempt trains with, when they differ from
+    #: the trial's parameters (a retry after running out of memory); null: the trial's own
+    batch_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    gradient_accumulation_steps: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     #: when a worker first said it started (its first heartbeat); null until then

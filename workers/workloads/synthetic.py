@@ -28,12 +28,52 @@ def quality(params: dict[str, Any]) -> float:
     return 0.1 + 0.85 * math.exp(-distance)
 
 
+#: the parameters the memory model multiplies (a missing one counts as 1)
+MEMORY_PARAMS = ("batch_size", "num_layers", "hidden_size")
+
+
+def memory_needed(params: dict[str, Any]) -> float:
+    """The memory model of ``options.memory_limit``: batch_size x num_layers x hidden_size,
+    of those the trial has."""
+    needed = 1.0
+    for name in MEMORY_PARAMS:
+        value = params.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            needed *= value
+    return needed
+
+
+def out_of_memory(message: str) -> Exception:
+    """The error torch raises when a GPU runs out of memory (a stand-in of the same name
+    without torch): the runner reports either as kind ``oom``."""
+    try:
+        import torch
+    except ImportError:
+        return OutOfMemoryError(message)
+    return torch.cuda.OutOfMemoryError(message)
+
+
+class OutOfMemoryError(MemoryError):
+    """``torch.cuda.OutOfMemoryError`` where torch is not installed."""
+
+
 def _check(params: dict[str, Any], options: dict[str, Any]) -> None:
     for name, values in dict(options.get("raise_when", {})).items():
         if params.get(name) in list(values):
             raise ValueError(
                 f"synthetic workload rejects {name}={params[name]!r} (options.raise_when)"
             )
+    limit = options.get("memory_limit")
+    if limit is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0:
+        raise ValueError(f"options.memory_limit is {limit!r}, but must be a number > 0")
+    needed = memory_needed(params)
+    if needed > limit:
+        raise out_of_memory(
+            f"synthetic workload: batch_size x num_layers x hidden_size = {needed:g} exceeds "
+            f"options.memory_limit = {limit:g} (CUDA out of memory, simulated)"
+        )
 
 
 def train(
@@ -44,7 +84,11 @@ def train(
     max_epochs: int,
     seed: int,
 ) -> dict[str, float] | None:
-    """Sleep ``options.epoch_seconds`` (default 0.2) per epoch and report the analytic curve."""
+    """Sleep ``options.epoch_seconds`` (default 0.2) per epoch and report the analytic curve.
+
+    With ``options.memory_limit``, a trial whose :func:`memory_needed` exceeds it raises the
+    out-of-memory error of torch before its first epoch, as a GPU would.
+    """
     _check(params, options)
     epoch_seconds = float(options.get("epoch_seconds", 0.2))
     rng = random.Random(seed)
