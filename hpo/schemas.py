@@ -165,6 +165,15 @@ class StudyPublic(BaseModel):
         description="the name of the API key that created the study (null: created while "
         "access control was off)",
     )
+    parent: str | None = Field(
+        default=None, description="the study this one was forked from (null: not a fork)"
+    )
+    inherited: int = Field(
+        default=0,
+        description="trials copied from the parent at the fork (numbered first; not counted "
+        "in n_trials nor against the budget)",
+    )
+    children: list[str] = Field(default_factory=list, description="the studies forked from it")
 
 
 class ReportPublic(BaseModel):
@@ -200,6 +209,10 @@ class TrialPublic(BaseModel):
     attempts: int = 1
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    inherited_from: int | None = Field(
+        default=None,
+        description="for a trial copied from the parent study at a fork: its number there",
+    )
 
 
 class TrialDetail(TrialPublic):

@@ -18,6 +18,7 @@ from ._early_stopping import (
     standing_among,
     successive_halving,
 )
+from ._inherit import INHERITED_STATES, fork_problems, inheritable
 from ._pruners import build_pruner
 from ._samplers import (
     PastTrial,
@@ -33,6 +34,7 @@ from ._space import Space, clean_params, distributions, grid_points, grid_size
 __all__ = [
     "MEDIAN_STARTUP_TRIALS",
     "HalvingPlan",
+    "INHERITED_STATES",
     "PastTrial",
     "RungOutcome",
     "Standing",
@@ -42,10 +44,12 @@ __all__ = [
     "build_sampler",
     "clean_params",
     "distributions",
+    "fork_problems",
     "grid_point",
     "grid_points",
     "grid_size",
     "halving_plan",
+    "inheritable",
     "median_stops",
     "missing_requirements",
     "needs_history",

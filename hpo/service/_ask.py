@@ -37,7 +37,7 @@ class _Snapshot:
     spec: StudySpec
     created_at: Any
     history: list[PastTrial] | None = None
-    #: the number the history was read at, and what the sampler drew for it
+    #: the index of the new trial the history was read at, and what the sampler drew for it
     guess: tuple[int, dict[str, Any]] | None = None
 
 
@@ -74,8 +74,8 @@ def _study(session: Session, ref: str | int) -> Any:
 
 
 def _snapshot(db: Database, session: Session, ref: str | int) -> tuple[_Snapshot, int]:
-    """The study and its history, and the number the next trial will have if no other ask
-    takes it first."""
+    """The study and its history, and the index (among new trials, not counting inherited
+    ones) the next trial will have if no other ask takes it first."""
     row = _study(session, ref)
     spec = spec_by_id(db, session, row.id)
     _refuse_if_over(row.name, row.status, row.created_at, spec)
@@ -140,11 +140,14 @@ def _hand_out(
     numbered = conn.execute(sql.NUMBERED, {"b_study": snap.study_id, "b_now": now}).first()
     if numbered is None:
         _refuse(session, snap)
-    number = numbered.handed_out - 1
-    if snap.guess is not None and snap.guess[0] == number:
+    # the sampler draws the study's n-th new trial (a grid its n-th point); a fork numbers
+    # it after the trials it inherited
+    index = numbered.handed_out - 1
+    number = index + numbered.inherited
+    if snap.guess is not None and snap.guess[0] == index:
         params = snap.guess[1]
     else:
-        params = _draw(snap, number)
+        params = _draw(snap, index)
     values = {
         "b_study": snap.study_id,
         "b_number": number,
