@@ -102,7 +102,8 @@ const HPO = (() => {
 
   function progress(study) {
     const c = study.trial_counts;
-    const done = FINISHED.reduce((sum, s) => sum + (c[s] || 0), 0);
+    // a fork's inherited trials are history, not part of its budget
+    const done = FINISHED.reduce((sum, s) => sum + (c[s] || 0), 0) - (study.inherited || 0);
     const size = study.size || Math.max(study.n_trials, 1);
     const pct = Math.min(100, Math.round((100 * done) / size));
     return h("div", { class: "progress", title: `${done} of ${study.size || "∞"} trials done` },
@@ -238,9 +239,16 @@ const HPO = (() => {
         } });
       return h("tr", { "data-number": t.number },
         h("td", {}, box),
-        h("td", {}, h("a", { href: `/studies/${enc(name)}/trials/${t.number}` }, `#${t.number}`)),
+        h("td", {}, h("a", { href: `/studies/${enc(name)}/trials/${t.number}` }, `#${t.number}`), inherited(t)),
         h("td", {}, badge(t.state)), h("td", {}, fmt(t.value)), h("td", {}, fmt(t.last_step)),
         h("td", { class: "params" }, params(t.params)), h("td", {}, t.attempts));
+    }
+
+    function inherited(t) {
+      if (t.inherited_from === null || t.inherited_from === undefined) return null;
+      const parent = root.dataset.parent, label = `#${t.inherited_from}`;
+      return h("div", { class: "muted inherited" }, "inherited from ",
+        parent ? h("a", { href: `/studies/${enc(parent)}/trials/${t.inherited_from}` }, `${parent} ${label}`) : label);
     }
 
     document.getElementById("trial-state").addEventListener("change", (e) => {
