@@ -332,3 +332,11 @@ def test_hpo_study_fork_prints_what_was_inherited_and_show_the_lineage(capsys, s
 
     code, _, err = test_cli.hpo(capsys, "study", "fork", "nope", str(child), "--url", server.url)
     assert code == 1 and err.startswith("error: no study 'nope'")
+
+
+def test_a_fork_with_its_parents_seed_does_not_propose_its_parents_trials_again(client):
+    _parent(client, n=6)
+    client.fork_study("parent", _fork_spec())  # the same algorithm and seed
+    again = [client.ask("fork").params for _ in range(6)]
+    seen = [t.params for t in client.trials("parent")]
+    assert not [p for p in again if p in seen]

@@ -18,7 +18,7 @@ from ._early_stopping import (
     standing_among,
     successive_halving,
 )
-from ._inherit import INHERITED_STATES, fork_problems, inheritable
+from ._inherit import INHERITED_STATES, fork_problems, fork_seed, inheritable
 from ._pruners import build_pruner
 from ._samplers import (
     PastTrial,
@@ -45,6 +45,7 @@ __all__ = [
     "clean_params",
     "distributions",
     "fork_problems",
+    "fork_seed",
     "grid_point",
     "grid_points",
     "grid_size",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -71,4 +72,18 @@ def _contains(dist: BaseDistribution, raw: Any) -> bool:
         return False
 
 
-__all__ = ["INHERITED_STATES", "fork_problems", "inheritable"]
+def fork_seed(seed: int | None, name: str) -> int | None:
+    """The seed a fork named ``name`` draws with, given its spec's ``seed``.
+
+    Samplers seed each draw from the study's seed and the trial's index among its new trials,
+    so a fork with its parent's seed would propose its parent's configurations again, in the
+    same order (the very trials it inherited). Mixing in the fork's name gives it a stream of
+    its own, as reproducible as the seed.
+    """
+    if seed is None:
+        return None
+    digest = hashlib.sha256(f"fork:{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+__all__ = ["INHERITED_STATES", "fork_problems", "fork_seed", "inheritable"]

@@ -39,6 +39,8 @@ class _Snapshot:
     history: list[PastTrial] | None = None
     #: the index of the new trial the history was read at, and what the sampler drew for it
     guess: tuple[int, dict[str, Any]] | None = None
+    #: trials a fork inherited from its parent (0: not a fork)
+    inherited: int = 0
 
 
 class _NeedsHistory(Exception):
@@ -79,9 +81,9 @@ def _snapshot(db: Database, session: Session, ref: str | int) -> tuple[_Snapshot
     row = _study(session, ref)
     spec = spec_by_id(db, session, row.id)
     _refuse_if_over(row.name, row.status, row.created_at, spec)
-    return _Snapshot(row.id, row.name, spec, row.created_at, _history(session, row.id)), (
-        row.handed_out
-    )
+    history = _history(session, row.id)
+    snap = _Snapshot(row.id, row.name, spec, row.created_at, history, inherited=row.inherited)
+    return snap, row.handed_out
 
 
 def _refuse_if_over(name: str, status: str, created_at: Any, spec: StudySpec) -> None:
@@ -110,8 +112,12 @@ def _history(session: Session, study_id: int) -> list[PastTrial]:
 
 
 def _draw(snap: _Snapshot, number: int) -> dict[str, Any]:
+    algorithm = snap.spec.algorithm
+    if snap.inherited:  # a stream of its own, not its parent's draws again
+        seed = algorithms.fork_seed(algorithm.seed, snap.name)
+        algorithm = algorithm.model_copy(update={"seed": seed})
     return algorithms.sample_params(
-        snap.spec.algorithm,
+        algorithm,
         snap.spec.space,
         number=number,
         direction=snap.spec.objective.direction,
@@ -127,7 +133,7 @@ def _hand_out(
         spec = spec_by_id(db, session, row.id)
         if algorithms.needs_history(spec.algorithm):
             raise _NeedsHistory
-        snap = _Snapshot(row.id, row.name, spec, row.created_at)
+        snap = _Snapshot(row.id, row.name, spec, row.created_at, inherited=row.inherited)
         _refuse_if_over(row.name, row.status, row.created_at, spec)
     else:
         _refuse_if_over(snap.name, StudyStatus.RUNNING, snap.created_at, snap.spec)
