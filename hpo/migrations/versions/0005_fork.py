@@ -17,11 +17,11 @@ depends_on = None
 
 
 #: SQLite rebuilds the table to add a foreign key: keep AUTOINCREMENT (ids are never reused)
-_STUDIES = {"table_kwargs": {"sqlite_autoincrement": True}}
+_STUDIES: dict[str, bool] = {"sqlite_autoincrement": True}
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("hpo_studies", **_STUDIES) as batch:
+    with op.batch_alter_table("hpo_studies", table_kwargs=_STUDIES) as batch:
         batch.add_column(sa.Column("parent_id", sa.Integer, nullable=True))
         batch.add_column(sa.Column("inherited", sa.Integer, nullable=False, server_default="0"))
         batch.create_foreign_key(
@@ -35,7 +35,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("hpo_trials") as batch:
         batch.drop_column("inherited_from")
-    with op.batch_alter_table("hpo_studies", **_STUDIES) as batch:
+    with op.batch_alter_table("hpo_studies", table_kwargs=_STUDIES) as batch:
         batch.drop_index("ix_hpo_studies_parent_id")
         batch.drop_constraint("fk_hpo_studies_parent_id", type_="foreignkey")
         batch.drop_column("inherited")
