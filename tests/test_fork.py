@@ -14,6 +14,7 @@ from hpo.algorithms import inheritable
 from hpo.client import Client
 from hpo.spec import StudySpec
 from tests import test_cli
+from tests._consistency import assert_mirrored, assert_whole
 from tests.conftest import make_spec, row_counts
 
 SPACE = make_spec()["search_space"]
@@ -45,7 +46,7 @@ def _fork_spec(name: str = "fork", **overrides: Any) -> dict[str, Any]:
 # -- what is inherited ---------------------------------------------------------------------
 
 
-def test_a_narrower_space_inherits_only_the_finished_trials_that_fit(api, client):
+def test_a_narrower_space_inherits_only_the_finished_trials_that_fit(app, api, client):
     parent = _parent(client)
     narrow = {**SPACE, "x": {"type": "float", "low": 0.0, "high": 0.5}}
     response = api.post(
@@ -77,6 +78,8 @@ def test_a_narrower_space_inherits_only_the_finished_trials_that_fit(api, client
     refused = api.post("/api/v1/studies/fork/trials", json={})
     assert refused.status_code == 409 and "all 5 trials" in refused.json()["detail"]
     assert client.get_study("fork").n_trials == 5
+    assert_whole(app.state.db, "fork")
+    assert_mirrored(app.state.db, "fork")
 
 
 def test_a_space_with_other_parameters_or_choices_keeps_none_that_do_not_fit(api, client):
@@ -224,6 +227,8 @@ def test_optuna_sees_the_inherited_trials_of_a_fork(app, client, db_url):
             source.params,
         )
     assert sum(t.state == optuna.trial.TrialState.PRUNED for t in fork) == states.count("pruned")
+    assert_whole(app.state.db, "fork")
+    assert_mirrored(app.state.db, "fork")
 
 
 # -- the sampler uses what the fork inherited ----------------------------------------------
