@@ -36,12 +36,12 @@ def browser():  # type: ignore[no-untyped-def]
         yield launched
 
 
-def _open(browser, url: str, shot: str):  # type: ignore[no-untyped-def]
+def _open(browser, url: str, shot: str, what: str = "study"):  # type: ignore[no-untyped-def]
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url)
-    page.wait_for_selector("body[data-loaded='study']", timeout=30_000)
+    page.wait_for_selector(f"body[data-loaded='{what}']", timeout=30_000)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{shot}.png"), full_page=True)
     assert errors == []
@@ -74,4 +74,14 @@ def test_a_parent_lists_its_forks(site, browser):
     expect(lineage).to_have_text("forks: base.v2")
     expect(lineage.locator("a")).to_have_attribute("href", "/studies/base.v2")
     expect(page.locator("#trials-table tbody tr .inherited")).to_have_count(0)
+    page.close()
+
+
+def test_an_inherited_trials_page_opens(site, browser):
+    page = _open(browser, f"{site.url}/studies/base.v2/trials/0", "fork-trial", "trial")
+    expect(page.locator("#trial-state")).to_have_text("completed")
+    expect(page.locator("#runs-table tbody tr")).to_have_count(0)  # it never ran in the fork
+    inherited = page.locator("#inherited-card")
+    expect(inherited).to_contain_text("base.v1 #0")
+    expect(inherited.locator("a")).to_have_attribute("href", "/studies/base.v1/trials/0")
     page.close()

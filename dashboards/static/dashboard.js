@@ -277,6 +277,12 @@ const HPO = (() => {
     document.getElementById("trial-cards").replaceChildren(
       card("Value", t.value), card("Epochs", t.last_step), card("Attempts", t.attempts),
       card("Duration", seconds(t.started_at, t.finished_at)));
+    if (t.inherited_from !== null && t.inherited_from !== undefined) {  // copied at a fork
+      const parent = root.dataset.parent, from = `#${t.inherited_from}`;
+      document.getElementById("trial-cards").append(h("div", { class: "card", id: "inherited-card" },
+        h("div", { class: "label" }, "Inherited from"), h("div", { class: "value" }, parent
+          ? h("a", { href: `/studies/${enc(parent)}/trials/${t.inherited_from}` }, `${parent} ${from}`) : from)));
+    }
     document.querySelector("#params-table tbody").replaceChildren(
       ...Object.entries(t.params).map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, fmt(v)))));
     const failed = [...t.runs].reverse().find((r) => r.error);
