@@ -184,11 +184,15 @@ def _best(study: StudyPublic) -> str:
     return "-" if study.best is None else f"{study.best.value:.6g}"
 
 
-def cmd_study_create(args: argparse.Namespace) -> int:
+def _send_spec(
+    args: argparse.Namespace, send: Callable[[Client, Path], StudyPublic]
+) -> StudyPublic:
+    """Send the spec in file ``args.file`` with ``send``; a local problem with the file is
+    a CLIError naming it."""
     path = Path(args.file)
     try:
         with Client(args.url) as client:
-            study = client.create_study(path)
+            return send(client, path)
     except UnicodeDecodeError:
         raise CLIError(f"{path} is not a UTF-8 text file; give a YAML study spec") from None
     except OSError as exc:
@@ -196,9 +200,23 @@ def cmd_study_create(args: argparse.Namespace) -> int:
     except HPOError as exc:  # a local spec problem, found before anything was sent
         message = exc.message if exc.message.startswith(str(path)) else f"{path}: {exc.message}"
         raise CLIError(message) from None
+
+
+def cmd_study_create(args: argparse.Namespace) -> int:
+    study = _send_spec(args, lambda client, path: client.create_study(path))
     print(
         f"created study {study.name} (id {study.id}): algorithm {_algorithm(study)}, "
         f"size {_size(study)} trials"
+    )
+    return 0
+
+
+def cmd_study_fork(args: argparse.Namespace) -> int:
+    study = _send_spec(args, lambda client, path: client.fork_study(args.study, path))
+    print(
+        f"forked study {study.name} (id {study.id}) from {study.parent}: "
+        f"{study.inherited} trials inherited, algorithm {_algorithm(study)}, "
+        f"size {_size(study)} new trials"
     )
     return 0
 
@@ -257,8 +275,19 @@ def cmd_study_show(args: argparse.Namespace) -> int:
         ("trials", f"{study.n_trials} handed out" + (f": {', '.join(counts)}" if counts else "")),
         ("best", best),
     ]
+    if study.parent or study.children:
+        lines.append(("lineage", _lineage(study)))
     print("\n".join(f"{key + ':':<11}{value}" for key, value in lines))
     return 0
+
+
+def _lineage(study: StudyPublic) -> str:
+    parts = []
+    if study.parent:
+        parts.append(f"forked from {study.parent} ({study.inherited} trials inherited)")
+    if study.children:
+        parts.append(f"forks: {', '.join(study.children)}")
+    return "; ".join(parts)
 
 
 def cmd_study_best(args: argparse.Namespace) -> int:
@@ -393,6 +422,15 @@ def build_parser(add_commands: AddCommands | None = None) -> argparse.ArgumentPa
         study, "create", cmd_study_create, "create a study from a YAML spec", [url]
     )
     create.add_argument("file", metavar="FILE", help="YAML file holding the study spec")
+    fork = add_command(
+        study,
+        "fork",
+        cmd_study_fork,
+        "create a study from a YAML spec that starts with the finished trials of study NAME "
+        "that fit its space",
+        [ref],
+    )
+    fork.add_argument("file", metavar="FILE", help="YAML file holding the new study's spec")
     listing = add_command(study, "list", cmd_study_list, "list studies, newest first", [url])
     listing.add_argument("--status", choices=STATUSES, help="only studies with this status")
     show = add_command(

@@ -177,6 +177,15 @@ class StudyPublic(BaseModel):
     algorithm_choice: AlgorithmChoice | None = Field(
         default=None, description="what auto chose (null unless the algorithm is auto)"
     )
+    parent: str | None = Field(
+        default=None, description="the study this one was forked from (null: not a fork)"
+    )
+    inherited: int = Field(
+        default=0,
+        description="trials copied from the parent at the fork (numbered first; not counted "
+        "in n_trials nor against the budget)",
+    )
+    children: list[str] = Field(default_factory=list, description="the studies forked from it")
 
 
 class ReportPublic(BaseModel):
@@ -221,6 +230,10 @@ class TrialPublic(BaseModel):
     attempts: int = 1
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    inherited_from: int | None = Field(
+        default=None,
+        description="for a trial copied from the parent study at a fork: its number there",
+    )
 
 
 class TrialDetail(TrialPublic):

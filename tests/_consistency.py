@@ -39,16 +39,21 @@ def _rows(db: Database, sql: str, **params: Any) -> list[Any]:
 def assert_whole(db: Database, study: str) -> None:
     """Our own rows of ``study`` agree with one another, and list and detail agree."""
     found = _rows(
-        db, "SELECT id, status, handed_out, size FROM hpo_studies WHERE name = :n", n=study
+        db,
+        "SELECT id, status, handed_out, size, inherited FROM hpo_studies WHERE name = :n",
+        n=study,
     )
     assert len(found) == 1, f"study {study} is missing"
-    study_id, status, handed_out, size = found[0]
+    study_id, status, handed_out, size, inherited = found[0]
     trials = _rows(
         db,
-        "SELECT id, number, state, attempts FROM hpo_trials WHERE study_id = :s ORDER BY number",
+        "SELECT id, number, state, attempts, inherited_from FROM hpo_trials WHERE study_id = :s "
+        "ORDER BY number",
         s=study_id,
     )
-    assert [t.number for t in trials] == list(range(handed_out)), "trial numbers have gaps"
+    # a fork's inherited trials come first, then the ones it handed out
+    numbers = list(range(inherited + handed_out))
+    assert [t.number for t in trials] == numbers, "trial numbers have gaps"
     live = 0
     for t in trials:
         runs = _rows(
@@ -56,6 +61,11 @@ def assert_whole(db: Database, study: str) -> None:
             "SELECT id, attempt, state FROM hpo_trial_runs WHERE trial_id = :t ORDER BY attempt",
             t=t.id,
         )
+        if t.number < inherited:  # copied from the parent at the fork: finished, never run here
+            assert t.inherited_from is not None and t.state in ("completed", "pruned")
+            assert t.attempts == 0 and runs == []
+            continue
+        assert t.inherited_from is None
         assert [r.attempt for r in runs] == list(range(1, t.attempts + 1))
         assert len(runs) == t.attempts
         assert runs[-1].state == t.state, f"trial {t.number}: {t.state} but run {runs[-1]}"
@@ -79,7 +89,7 @@ def assert_mirrored(db: Database, study: str) -> None:
         db,
         "SELECT t.number, t.state, t.params, t.value, r.id AS latest_run_id, s.spec "
         "FROM hpo_trials t JOIN hpo_studies s ON s.id = t.study_id "
-        "JOIN hpo_trial_runs r ON r.trial_id = t.id AND r.attempt = t.attempts "
+        "LEFT JOIN hpo_trial_runs r ON r.trial_id = t.id AND r.attempt = t.attempts "
         "WHERE s.name = :n ORDER BY t.number",
         n=study,
     )

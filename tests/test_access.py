@@ -135,6 +135,13 @@ CASES = [
         {"admin", "owner", "member"},
     ),
     Case(
+        "POST",
+        "/api/v1/studies/{study}/fork",
+        lambda w: ("/api/v1/studies/mine/fork", {"json": make_spec(w.unique("fork"))}),
+        201,
+        {"admin", "owner", "member"},
+    ),
+    Case(
         "GET", "/api/v1/studies/{study}", _static("/api/v1/studies/mine"), 200, READERS | {"worker"}
     ),
     Case("GET", "/api/v1/studies/{study}/best", _static("/api/v1/studies/mine/best"), 200, READERS),

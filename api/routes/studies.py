@@ -1,4 +1,4 @@
-"""Study routes: create, list, read, cancel, delete, best."""
+"""Study routes: create, fork, list, read, cancel, delete, best."""
 
 from __future__ import annotations
 
@@ -32,6 +32,32 @@ def create_study(spec: StudySpec, db: DbDep, settings: SettingsDep, caller: Crea
     Role member or admin; the study records the key that created it (its owner)."""
     return service.create_study(
         db,
+        spec=spec,
+        workloads=settings.workloads,
+        data_dirs=settings.data_dirs,
+        created_by=caller.name,
+    )
+
+
+@router.post(
+    "/{study}/fork",
+    response_model=StudyPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(*BODY, 404, 409, 503, why={409: "a study of that name exists"}),
+    openapi_extra=body_examples(asha_study=STUDY_EXAMPLE),
+)
+def fork_study(
+    study: str, spec: StudySpec, db: DbDep, settings: SettingsDep, caller: Creator
+) -> StudyPublic:
+    """Create a study from its spec as a fork of ``study``: it starts with the parent's
+    finished trials that fit its space as history (numbered first, not counted against its
+    budget). 404 for an unknown parent, 409 if the name is taken, 422 naming any broken rule.
+
+    Role member or admin, who may read the parent; the fork records the key that created it."""
+    check_study(db, caller, Action.READ_STUDY, study)
+    return service.fork_study(
+        db,
+        parent=study,
         spec=spec,
         workloads=settings.workloads,
         data_dirs=settings.data_dirs,

@@ -102,7 +102,8 @@ const HPO = (() => {
 
   function progress(study) {
     const c = study.trial_counts;
-    const done = FINISHED.reduce((sum, s) => sum + (c[s] || 0), 0);
+    // a fork's inherited trials are history, not part of its budget
+    const done = FINISHED.reduce((sum, s) => sum + (c[s] || 0), 0) - (study.inherited || 0);
     const size = study.size || Math.max(study.n_trials, 1);
     const pct = Math.min(100, Math.round((100 * done) / size));
     return h("div", { class: "progress", title: `${done} of ${study.size || "∞"} trials done` },
@@ -245,9 +246,16 @@ const HPO = (() => {
         } });
       return h("tr", { "data-number": t.number },
         h("td", {}, box),
-        h("td", {}, h("a", { href: `/studies/${enc(name)}/trials/${t.number}` }, `#${t.number}`)),
+        h("td", {}, h("a", { href: `/studies/${enc(name)}/trials/${t.number}` }, `#${t.number}`), inherited(t)),
         h("td", {}, badge(t.state)), h("td", {}, fmt(t.value)), h("td", {}, fmt(t.last_step)),
         h("td", { class: "params" }, params(t.params)), h("td", {}, t.attempts));
+    }
+
+    function inherited(t) {
+      if (t.inherited_from === null || t.inherited_from === undefined) return null;
+      const parent = root.dataset.parent, label = `#${t.inherited_from}`;
+      return h("div", { class: "muted inherited" }, "inherited from ",
+        parent ? h("a", { href: `/studies/${enc(parent)}/trials/${t.inherited_from}` }, `${parent} ${label}`) : label);
     }
 
     document.getElementById("trial-state").addEventListener("change", (e) => {
@@ -279,6 +287,12 @@ const HPO = (() => {
     document.getElementById("trial-cards").replaceChildren(
       card("Value", t.value), card("Epochs", t.last_step), card("Attempts", t.attempts),
       card("Duration", seconds(t.started_at, t.finished_at)));
+    if (t.inherited_from !== null && t.inherited_from !== undefined) {  // copied at a fork
+      const parent = root.dataset.parent, from = `#${t.inherited_from}`;
+      document.getElementById("trial-cards").append(h("div", { class: "card", id: "inherited-card" },
+        h("div", { class: "label" }, "Inherited from"), h("div", { class: "value" }, parent
+          ? h("a", { href: `/studies/${enc(parent)}/trials/${t.inherited_from}` }, `${parent} ${from}`) : from)));
+    }
     document.querySelector("#params-table tbody").replaceChildren(
       ...Object.entries(t.params).map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, fmt(v)))));
     const failed = [...t.runs].reverse().find((r) => r.error);

@@ -19,6 +19,7 @@ from ._early_stopping import (
     standing_among,
     successive_halving,
 )
+from ._inherit import INHERITED_STATES, fork_problems, fork_seed, inheritable
 from ._pruners import build_pruner
 from ._samplers import (
     PastTrial,
@@ -35,6 +36,7 @@ __all__ = [
     "AutoChoice",
     "MEDIAN_STARTUP_TRIALS",
     "HalvingPlan",
+    "INHERITED_STATES",
     "PastTrial",
     "RungOutcome",
     "Standing",
@@ -45,11 +47,14 @@ __all__ = [
     "choose",
     "clean_params",
     "distributions",
+    "fork_problems",
+    "fork_seed",
     "grid_point",
     "grid_points",
     "grid_size",
     "halving_plan",
     "in_force",
+    "inheritable",
     "median_stops",
     "missing_requirements",
     "needs_history",

@@ -156,16 +156,18 @@ class Client:
     # studies
     def create_study(self, spec: StudySpec | dict[str, Any] | str | Path) -> StudyPublic:
         """Create a study from a spec, a dict, or the path of a YAML file."""
-        if isinstance(spec, (str, Path)):
-            spec = load_spec(spec)
-        body = (
-            spec.model_dump(mode="json", exclude={"preset"})
-            if isinstance(spec, StudySpec)
-            else spec
+        return StudyPublic.model_validate(
+            self._request("POST", "/api/v1/studies", json=_spec_body(spec))
         )
-        if isinstance(spec, StudySpec) and spec.preset:
-            body["search_space"] = spec.preset
-        return StudyPublic.model_validate(self._request("POST", "/api/v1/studies", json=body))
+
+    def fork_study(
+        self, parent: str | int, spec: StudySpec | dict[str, Any] | str | Path
+    ) -> StudyPublic:
+        """Create a study (a spec, a dict, or the path of a YAML file) as a fork of ``parent``:
+        it starts with the parent's finished trials that fit its space as history."""
+        return StudyPublic.model_validate(
+            self._request("POST", f"/api/v1/studies/{parent}/fork", json=_spec_body(spec))
+        )
 
     def get_study(self, study: str | int) -> StudyPublic:
         return StudyPublic.model_validate(self._request("GET", f"/api/v1/studies/{study}"))
@@ -262,6 +264,18 @@ class Trial:
         ``node_lost`` mean the infrastructure failed, and the controller retries the trial.
         """
         return TrialDetail.model_validate(self._post("fail", {"reason": reason, "kind": kind}))
+
+
+def _spec_body(spec: StudySpec | dict[str, Any] | str | Path) -> dict[str, Any]:
+    """The JSON body of a study spec given as a spec, a dict, or the path of a YAML file."""
+    if isinstance(spec, (str, Path)):
+        spec = load_spec(spec)
+    if not isinstance(spec, StudySpec):
+        return spec
+    body = spec.model_dump(mode="json", exclude={"preset"})
+    if spec.preset:
+        body["search_space"] = spec.preset
+    return body
 
 
 def _answer(response: httpx.Response, method: str, path: str) -> Any:

@@ -8,6 +8,7 @@ derived from ours) up to date.
 
 from ._ask import ask
 from ._dashboard_reads import compute_spent, objective_curves, param_importances
+from ._fork import fork_study
 from ._keys import (
     authenticate,
     create_key,
@@ -56,6 +57,7 @@ __all__ = [
     "create_study",
     "delete_study",
     "fail",
+    "fork_study",
     "get_study",
     "get_trial",
     "heartbeat",

@@ -38,8 +38,10 @@ class _Snapshot:
     spec: StudySpec
     created_at: Any
     history: list[PastTrial] | None = None
-    #: the number the history was read at, and what the sampler drew for it
+    #: the index of the new trial the history was read at, and what the sampler drew for it
     guess: tuple[int, dict[str, Any]] | None = None
+    #: trials a fork inherited from its parent (0: not a fork)
+    inherited: int = 0
 
 
 class _NeedsHistory(Exception):
@@ -75,14 +77,14 @@ def _study(session: Session, ref: str | int) -> Any:
 
 
 def _snapshot(db: Database, session: Session, ref: str | int) -> tuple[_Snapshot, int]:
-    """The study and its history, and the number the next trial will have if no other ask
-    takes it first."""
+    """The study and its history, and the index (among new trials, not counting inherited
+    ones) the next trial will have if no other ask takes it first."""
     row = _study(session, ref)
     spec = spec_by_id(db, session, row.id)
     _refuse_if_over(row.name, row.status, row.created_at, spec)
-    return _Snapshot(row.id, row.name, spec, row.created_at, _history(session, row.id)), (
-        row.handed_out
-    )
+    history = _history(session, row.id)
+    snap = _Snapshot(row.id, row.name, spec, row.created_at, history, inherited=row.inherited)
+    return snap, row.handed_out
 
 
 def _refuse_if_over(name: str, status: str, created_at: Any, spec: StudySpec) -> None:
@@ -128,8 +130,12 @@ def _history(session: Session, study_id: int) -> list[PastTrial]:
 
 
 def _draw(snap: _Snapshot, number: int) -> dict[str, Any]:
+    algorithm = algorithms.in_force(snap.spec)
+    if snap.inherited:  # a stream of its own, not its parent's draws again
+        seed = algorithms.fork_seed(algorithm.seed, snap.name)
+        algorithm = algorithm.model_copy(update={"seed": seed})
     return algorithms.sample_params(
-        algorithms.in_force(snap.spec),
+        algorithm,
         snap.spec.space,
         number=number,
         direction=snap.spec.objective.direction,
@@ -145,7 +151,7 @@ def _hand_out(
         spec = spec_by_id(db, session, row.id)
         if algorithms.needs_history(algorithms.in_force(spec)):
             raise _NeedsHistory
-        snap = _Snapshot(row.id, row.name, spec, row.created_at)
+        snap = _Snapshot(row.id, row.name, spec, row.created_at, inherited=row.inherited)
         _refuse_if_over(row.name, row.status, row.created_at, spec)
     else:
         _refuse_if_over(snap.name, StudyStatus.RUNNING, snap.created_at, snap.spec)
@@ -158,11 +164,14 @@ def _hand_out(
     numbered = conn.execute(sql.NUMBERED, {"b_study": snap.study_id, "b_now": now}).first()
     if numbered is None:
         _refuse(session, snap)
-    number = numbered.handed_out - 1
-    if snap.guess is not None and snap.guess[0] == number:
+    # the sampler draws the study's n-th new trial (a grid its n-th point); a fork numbers
+    # it after the trials it inherited
+    index = numbered.handed_out - 1
+    number = index + numbered.inherited
+    if snap.guess is not None and snap.guess[0] == index:
         params = snap.guess[1]
     else:
-        params = _draw(snap, number)
+        params = _draw(snap, index)
     values = {
         "b_study": snap.study_id,
         "b_number": number,

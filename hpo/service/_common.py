@@ -81,10 +81,11 @@ def check_number(study: StudyRow, number: int) -> None:
 
 
 def trial_not_found(study: StudyRow, number: int) -> TrialNotFound:
+    total = study.handed_out + (study.inherited or 0)  # a fork's inherited trials come first
     return TrialNotFound(
-        f"study {study.name!r} has no trial {number}; it has handed out "
-        f"{study.handed_out} trials, numbered 0 to {study.handed_out - 1}"
-        if study.handed_out
+        f"study {study.name!r} has no trial {number}; it has {total} trials, numbered 0 to "
+        f"{total - 1}"
+        if total
         else f"study {study.name!r} has no trial {number}; it has handed out no trial yet"
     )
 

@@ -86,6 +86,8 @@ class _Trial:
     error: str | None = None
     failure_kind: str | None = None
     final_metrics: dict[str, Any] | None = None
+    #: a fork's trial copied from its parent: the number it has there
+    inherited_from: int | None = None
     intermediate: dict[int, float] = field(default_factory=dict)
 
 
@@ -299,6 +301,7 @@ def _unmirrored(session: Session, study_id: int, objective: str, limit: int | No
             RunRow.error,
             RunRow.failure_kind,
             RunRow.final_metrics,
+            TrialRow.inherited_from,
         )
         .join(RunRow, latest_attempt(), isouter=True)
         .where(
@@ -321,6 +324,7 @@ def _unmirrored(session: Session, study_id: int, objective: str, limit: int | No
             error=r.error,
             failure_kind=r.failure_kind,
             final_metrics=r.final_metrics,
+            inherited_from=r.inherited_from,
         )
         for r in rows
     ]
@@ -343,6 +347,8 @@ def _attrs(trial: _Trial) -> tuple[dict[str, Any], dict[str, Any]]:
     user: dict[str, Any] = {"hpo_state": trial.state}
     if trial.attempts > 1:
         user["hpo_attempts"] = trial.attempts
+    if trial.inherited_from is not None:
+        user["hpo_inherited_from"] = trial.inherited_from
     system: dict[str, Any] = {}
     if trial.final_metrics is not None and trial.state == TrialState.COMPLETED:
         user["metrics"] = trial.final_metrics

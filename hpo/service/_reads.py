@@ -37,6 +37,7 @@ _COLUMNS = (
     TrialRow.attempts,
     TrialRow.started_at,
     TrialRow.finished_at,
+    TrialRow.inherited_from,
 )
 
 
@@ -50,6 +51,7 @@ def _public(row: Any) -> TrialPublic:
         attempts=row.attempts,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        inherited_from=row.inherited_from,
     )
 
 
@@ -134,6 +136,7 @@ def get_trial(db: Database, *, ref: str | int, number: int) -> TrialDetail:
             reports=reports.get(latest.id, []) if latest else [],
             final_metrics=latest.final_metrics if latest else None,
             runs=public_runs,
+            inherited_from=trial.inherited_from,
         )
 
     return transact(db, read)

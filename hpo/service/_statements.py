@@ -126,6 +126,7 @@ _STUDY_COLUMNS = (
     studies.c.status,
     studies.c.created_at,
     studies.c.handed_out,
+    studies.c.inherited,
 )
 STUDY_BY_NAME = select(*_STUDY_COLUMNS).where(studies.c.name == bindparam("b_ref"))
 STUDY_BY_ID = select(*_STUDY_COLUMNS).where(studies.c.id == bindparam("b_ref"))
@@ -156,7 +157,7 @@ NUMBERED = (
         version=studies.c.version + 1,
         updated_at=_now(),
     )
-    .returning(studies.c.handed_out)
+    .returning(studies.c.handed_out, studies.c.inherited)
 )
 NEW_TRIAL = (
     insert(trials)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ from ..storage import (
 from ..vocabulary import AlgorithmName, FailureKind, StudyStatus, TrialState
 from ..workloads import check_study_fits
 from ._common import find_study, size_of, spec_of, trial_counts
+from ._fork_reads import lineage
 from ._lifecycle import note, stop_trials, transact
 
 
@@ -48,6 +49,26 @@ def create_study(
         data_dirs: the directories a workload option that names a file must lie in (none: no
             option may name a file).
     """
+    check_creatable(db, spec=spec, workloads=workloads, data_dirs=data_dirs)
+
+    def create(session: Session) -> int:
+        return insert_study(session, spec=spec, created_by=created_by).id
+
+    try:
+        study_id = transact(db, create, write=True)
+    except IntegrityError:  # a concurrent create took the name between our check and insert
+        raise DuplicateStudy(duplicate_message(spec.name)) from None
+    return get_study(db, ref=study_id)
+
+
+def check_creatable(
+    db: Database,
+    *,
+    spec: StudySpec,
+    workloads: Mapping[str, str] | None,
+    data_dirs: Sequence[str],
+) -> None:
+    """Raise for any rule a new study's spec breaks beyond its own validation."""
     problems = (
         algorithms.missing_requirements(algorithms.in_force(spec))
         + check_study_fits(
@@ -63,32 +84,37 @@ def create_study(
             "(created with Optuna, not hpo); choose another name"
         )
 
-    def create(session: Session) -> int:
-        if session.scalar(select(StudyRow.id).where(StudyRow.name == spec.name)) is not None:
-            raise DuplicateStudy(_duplicate_message(spec.name))
-        now = utcnow()
-        row = StudyRow(
-            name=spec.name,
-            spec=spec.model_dump(mode="json"),
-            status=StudyStatus.RUNNING,
-            handed_out=0,
-            size=size_of(spec),
-            version=1,
-            created_at=now,
-            updated_at=now,
-            created_by=created_by,
-        )
-        session.add(row)
-        session.flush()
-        session.add(OptunaStudyRow(study_id=row.id, optuna_study_id=None))
-        note(session, logging.INFO, "study %s created (%s)", spec.name, spec.algorithm.name)
-        return row.id
 
-    try:
-        study_id = transact(db, create, write=True)
-    except IntegrityError:  # a concurrent create took the name between our check and insert
-        raise DuplicateStudy(_duplicate_message(spec.name)) from None
-    return get_study(db, ref=study_id)
+def insert_study(
+    session: Session,
+    *,
+    spec: StudySpec,
+    created_by: str | None,
+    parent_id: int | None = None,
+    inherited: int = 0,
+) -> StudyRow:
+    """Write a new running study's row (and its mirror's), refusing a taken name."""
+    if session.scalar(select(StudyRow.id).where(StudyRow.name == spec.name)) is not None:
+        raise DuplicateStudy(duplicate_message(spec.name))
+    now = utcnow()
+    row = StudyRow(
+        name=spec.name,
+        spec=spec.model_dump(mode="json"),
+        status=StudyStatus.RUNNING,
+        handed_out=0,
+        size=size_of(spec),
+        version=1,
+        created_at=now,
+        updated_at=now,
+        created_by=created_by,
+        parent_id=parent_id,
+        inherited=inherited,
+    )
+    session.add(row)
+    session.flush()
+    session.add(OptunaStudyRow(study_id=row.id, optuna_study_id=None))
+    note(session, logging.INFO, "study %s created (%s)", spec.name, spec.algorithm.name)
+    return row
 
 
 def _taken_in_optuna(db: Database, name: str) -> bool:
@@ -101,7 +127,7 @@ def _taken_in_optuna(db: Database, name: str) -> bool:
     return "hpo_study_id" not in storage.get_study_system_attrs(optuna_id)
 
 
-def _duplicate_message(name: str) -> str:
+def duplicate_message(name: str) -> str:
     return (
         f"a study named {name!r} already exists; choose another name, or delete the old "
         f"study with DELETE /api/v1/studies/{name}"
@@ -182,6 +208,9 @@ def delete_study(db: Database, *, ref: str | int, by: Principal | None = None) -
         if by is not None:
             access.check(by, Action.MANAGE, study=row.name, owner=row.created_by)
         session.add(OptunaTombstone(study_id=row.id, name=row.name, created_at=utcnow()))
+        session.execute(  # SQLite may run without foreign keys: ON DELETE SET NULL by hand
+            update(StudyRow).where(StudyRow.parent_id == row.id).values(parent_id=None)
+        )
         for table in (RungRow, MetricRow, RunRow, TrialRow, OptunaStudyRow):
             session.execute(delete(table).where(table.study_id == row.id))
         session.execute(delete(StudyRow).where(StudyRow.id == row.id))
@@ -222,6 +251,7 @@ def _public(db: Database, session: Session, row: StudyRow) -> StudyPublic:
         version=row.version,
         created_by=row.created_by,
         algorithm_choice=_choice(spec),
+        **lineage(session, row),
     )
 
 

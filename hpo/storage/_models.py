@@ -80,6 +80,15 @@ class StudyRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     #: the name of the API key that created it (null: created with access control off)
     created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the study this one was forked from (null: not a fork, or its parent was deleted)
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hpo_studies.id", ondelete="SET NULL", name="fk_hpo_studies_parent_id"),
+        nullable=True,
+        index=True,
+    )
+    #: trials copied from the parent at the fork, numbered 0 to inherited - 1; new trials are
+    #: numbered after them, and the budget (``handed_out``/``size``) counts new trials only
+    inherited: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 #: a trial whose row differs from what the Optuna mirror last wrote of it
@@ -116,6 +125,8 @@ class TrialRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     #: the state the Optuna mirror last wrote for this trial; null before it wrote any
     mirrored: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: for a trial copied from the parent study at a fork: its number there (it has no runs)
+    inherited_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class RunRow(Base):
