@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 from .. import access, algorithms
 from .._errors import DuplicateStudy, InvalidSpec, NoCompletedTrial, StudyNotRunning
 from ..access import Action, Principal
+from ..budget import compute_limits
 from ..data_roots import path_problems
-from ..schemas import BestTrial, StudyPublic
+from ..schemas import BestTrial, BudgetUsed, StudyPublic
 from ..spec import StudySpec
 from ..storage import (
     Database,
@@ -30,6 +31,7 @@ from ..vocabulary import FailureKind, StudyStatus, TrialState
 from ..workloads import check_study_fits
 from ._common import find_study, size_of, spec_of, trial_counts
 from ._lifecycle import note, stop_trials, transact
+from ._usage import compute_usage
 
 
 def create_study(
@@ -219,8 +221,24 @@ def _public(db: Database, session: Session, row: StudyRow) -> StudyPublic:
         n_trials=row.handed_out,
         trial_counts=trial_counts(session, row.id),
         best=_best(db, session, row),
+        budget_used=_budget_used(session, row, spec),
         version=row.version,
         created_by=row.created_by,
+    )
+
+
+def _budget_used(session: Session, row: StudyRow, spec: StudySpec) -> BudgetUsed:
+    usage = compute_usage(session, study_id=row.id, spec=spec, now=utcnow(), recorded=True)
+    limits = compute_limits(spec)
+    return BudgetUsed(
+        trials=row.handed_out,
+        max_trials=row.size,
+        epochs=usage.epochs,
+        max_total_epochs=spec.budget.max_total_epochs,
+        device="GPU" if limits.device == "GPU" else "CPU",
+        device_hours=usage.device_seconds / 3600.0,
+        max_gpu_hours=spec.budget.max_gpu_hours,
+        max_wall_seconds=spec.budget.max_wall_seconds,
     )
 
 
