@@ -331,3 +331,43 @@ def test_the_study_page_shows_the_budget_progress(site):
         shots = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
         shots.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(shots / "study_page_budget.png"), full_page=True)
+
+
+# -- a GPU-hour budget on a Ray with fake GPUs ------------------------------------------------
+
+
+@pytest.fixture
+def live(ray_cluster, fresh_postgres):
+    from tests._live import LiveController
+
+    controller = LiveController(fresh_postgres).start()
+    yield controller
+    controller.stop()
+
+
+def test_a_study_runs_to_its_gpu_hour_budget_on_ray(live):
+    limit_hours = 0.004  # 14.4 GPU-seconds: a few trials of 3 epochs of 0.2 s, start-up included
+    spec = {
+        "name": "gpu-budget",
+        "objective": {"metric": "val_accuracy"},
+        "search_space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+        "algorithm": {"name": "random", "seed": 0},
+        "budget": {"max_epochs": 3, "parallelism": 2, "max_gpu_hours": limit_hours},
+        "workload": {"name": "synthetic", "options": {"epoch_seconds": 0.2}},
+        "resources": {"gpus_per_trial": 1, "cpus_per_trial": 0.5},
+    }
+    assert live.api("POST", "/api/v1/studies", json=spec).status_code == 201
+    study = live.wait_for("gpu-budget")
+    runs = live.runs("gpu-budget")
+    cost: dict[int, float] = {}  # GPU-seconds per trial, from its run records (1 GPU each)
+    for run in runs:
+        seconds = (
+            datetime.fromisoformat(run["finished_at"]) - datetime.fromisoformat(run["started_at"])
+        ).total_seconds()
+        cost[run["number"]] = cost.get(run["number"], 0.0) + seconds
+    spent, one_trial, limit = sum(cost.values()), max(cost.values()), limit_hours * 3600
+    assert len(cost) >= 2
+    assert limit - one_trial <= spent <= limit + one_trial, (spent, one_trial, cost)
+    assert study["budget_used"]["device"] == "GPU"
+    assert study["budget_used"]["device_hours"] * 3600 == pytest.approx(spent, abs=0.01)
+    assert study["trial_counts"]["running"] == study["trial_counts"]["pending"] == 0
