@@ -95,6 +95,8 @@ class ComputeUsage:
     device_seconds: float = 0.0
     in_flight: int = 0
     in_flight_epochs: int = 0
+    #: of those in flight, the retries waiting for a worker
+    waiting: int = 0
 
 
 @dataclass(frozen=True)

@@ -160,9 +160,11 @@ def _study(api, study="s1"):
     return api.get(f"/api/v1/studies/{study}").json()
 
 
-def test_an_epoch_budget_counts_retries_stops_within_a_trial_and_completes(api):
+@pytest.mark.parametrize("algorithm", ["random", "bayesian"])
+def test_an_epoch_budget_counts_retries_stops_within_a_trial_and_completes(api, algorithm):
     budget = {"max_epochs": 3, "max_total_epochs": 10, "parallelism": 2, "max_retries": 2}
-    assert api.post("/api/v1/studies", json=make_spec(budget=budget)).status_code == 201
+    spec = make_spec(budget=budget, algorithm={"name": algorithm, "seed": 7})
+    assert api.post("/api/v1/studies", json=spec).status_code == 201
     first = _ask(api)
     assert _run(api, first, 2, "crash")["state"] == "pending"  # 2 + 3 <= 10: retried
     assert _study(api)["budget_used"]["epochs"] == 2

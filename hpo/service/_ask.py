@@ -25,7 +25,7 @@ from ..storage import Database, RunRow, StudyRow, TrialRow, latest_attempt, utcn
 from ..vocabulary import StudyStatus, TrialState
 from . import _statements as sql
 from ._common import hash_token, spec_by_id, study_key, study_not_found
-from ._compute import within_compute_budget
+from ._compute import refused_before_drawing, within_compute_budget
 from ._lifecycle import transact
 
 _HISTORY_STATES = (TrialState.COMPLETED, TrialState.PRUNED, TrialState.RUNNING, TrialState.PENDING)
@@ -57,6 +57,8 @@ def ask(db: Database, *, ref: str | int, worker: str | None = None) -> TrialAssi
     try:
         result = transact(db, lambda s: _hand_out(db, s, ref, None, worker), write=True)
     except _NeedsHistory:
+        result = None
+    if result is None:
         snap, number = transact(db, lambda s: _snapshot(db, s, ref))
         snap.guess = (number, _draw(snap, number))
         result = transact(db, lambda s: _hand_out(db, s, ref, snap, worker), write=True)
@@ -82,6 +84,9 @@ def _snapshot(db: Database, session: Session, ref: str | int) -> tuple[_Snapshot
     row = _study(session, ref)
     spec = spec_by_id(db, session, row.id)
     _refuse_if_over(row.name, row.status, row.created_at, spec)
+    refused = refused_before_drawing(session, row.id, row.name, spec, utcnow())
+    if refused is not None:
+        raise refused
     return _Snapshot(row.id, row.name, spec, row.created_at, _history(session, row.id)), (
         row.handed_out
     )

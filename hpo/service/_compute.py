@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from .._errors import BudgetExhausted
-from ..budget import ComputeLimits, decide_compute
+from ..budget import ComputeLimits, compute_limits, decide_compute
 from ..spec import StudySpec
 from ..storage import RunRow, StudyRow, TrialRow
 from ..vocabulary import FailureKind, StudyStatus, TrialState
@@ -71,4 +71,20 @@ def _cancel_waiting_retries(session: Session, study: StudyRow, reason: str, now:
     return len(trial_ids)
 
 
-__all__ = ["within_compute_budget"]
+def refused_before_drawing(
+    session: Session, study_id: int, name: str, spec: StudySpec, now: datetime
+) -> BudgetExhausted | None:
+    """The refusal a model-based ask can give before it reads the history and draws: no new
+    trial fits, no retry waits, and trials still run (with none running, the writing ask
+    completes the study)."""
+    limits = compute_limits(spec)
+    if not limits.limited:
+        return None
+    usage = compute_usage(session, study_id=study_id, spec=spec, now=now)
+    if usage.waiting or not usage.in_flight:
+        return None
+    decision = decide_compute(usage=usage, limits=limits, name=name)
+    return None if decision.allowed else BudgetExhausted(decision.reason)
+
+
+__all__ = ["refused_before_drawing", "within_compute_budget"]

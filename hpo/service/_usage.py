@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from ..budget import ComputeUsage, devices_held
 from ..spec import StudySpec
 from ..storage import UTCDateTime, runs
-from ..vocabulary import LIVE_TRIAL_STATES
+from ..vocabulary import LIVE_TRIAL_STATES, TrialState
 
 
 def _seconds(dialect: str, moment: ColumnElement[Any]) -> ColumnElement[float]:
@@ -40,6 +40,7 @@ def _usage(dialect: str, *, recorded: bool) -> Select[Any]:
         func.coalesce(func.sum(case((runs.c.token_hash != "", wall), else_=0.0)), 0.0),
         func.coalesce(func.sum(case((live, 1), else_=0)), 0),
         func.coalesce(func.sum(case((live, steps), else_=0)), 0),
+        func.coalesce(func.sum(case((runs.c.state == str(TrialState.PENDING), 1), else_=0)), 0),
     ).where(runs.c.study_id == bindparam("b_study"))
 
 
@@ -62,12 +63,13 @@ def compute_usage(
     conn = session.connection()
     statement = _USAGE[conn.dialect.name, recorded]
     row = conn.execute(statement, {"b_study": study_id, "b_now": now}).one()
-    epochs, seconds, in_flight, in_flight_epochs = row
+    epochs, seconds, in_flight, in_flight_epochs, waiting = row
     return ComputeUsage(
         epochs=int(epochs),
         device_seconds=max(float(seconds), 0.0) * devices_held(spec),
         in_flight=int(in_flight),
         in_flight_epochs=int(in_flight_epochs),
+        waiting=int(waiting),
     )
 
 
