@@ -188,6 +188,28 @@ def test_an_epoch_budget_counts_retries_stops_within_a_trial_and_completes(api, 
     assert api.post("/api/v1/studies/s1/trials").status_code == 409
 
 
+def test_asks_at_once_never_take_more_than_the_epoch_budget_holds(api, app):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hpo import service
+    from hpo._errors import BudgetExhausted
+
+    budget = {"max_epochs": 2, "max_total_epochs": 8, "parallelism": 8}
+    api.post("/api/v1/studies", json=make_spec(budget=budget))
+
+    def ask(_: int) -> str:
+        try:
+            service.ask(app.state.db, ref="s1")
+            return "trial"
+        except BudgetExhausted:
+            return "refused"
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(ask, range(12)))
+    assert answers.count("trial") == 4  # four trials of 2 epochs fill 8
+    assert _study(api)["n_trials"] == 4
+
+
 def test_a_retry_that_would_overrun_the_epoch_budget_fails_the_trial_instead(api):
     budget = {"max_epochs": 3, "max_total_epochs": 6, "parallelism": 2}
     api.post("/api/v1/studies", json=make_spec(budget=budget))
