@@ -216,10 +216,16 @@ def test_a_retry_that_would_overrun_the_epoch_budget_fails_the_trial_instead(api
     first, second = _ask(api), _ask(api)  # 0 + 3 + 3 <= 6
     failed = _run(api, first, 2, "crash")  # 2 spent + 3 in flight + 3 for a retry > 6
     assert failed["state"] == "failed"
-    assert (
-        "not retried: budget.max_total_epochs (2 of 6 spent) has no room"
-        in (failed["runs"][-1]["error"])
+    assert failed["runs"][-1]["error"] == (
+        "worker killed; not retried: budget.max_total_epochs (2 of 6 spent) has no room for "
+        "another attempt"
     )
+    resent = api.post(
+        f"/api/v1/studies/s1/trials/{first['number']}/fail",
+        json={"reason": "worker killed", "kind": "crash"},
+        headers=first["auth"],
+    )
+    assert resent.status_code == 200 and resent.json() == failed  # answered as the first was
     _run(api, second, 3, "complete")
     study = _study(api)
     assert study["status"] == "completed"

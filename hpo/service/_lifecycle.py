@@ -22,6 +22,7 @@ from ..budget import (
     room_for_retry,
     wall_clock_spent,
 )
+from ..schemas import MAX_REASON_CHARS
 from ..spec import StudySpec
 from ..storage import Database, RungRow, RunRow, StudyRow, TrialRow, utcnow
 from ..vocabulary import LIVE_TRIAL_STATES, FailureKind, StudyStatus, TrialState
@@ -135,7 +136,7 @@ def end_attempt(
         no_room = _no_room_for_retry(session, study, spec, now)
         if no_room is not None:
             retry = False
-            run.error = f"{reason}; not retried: {no_room}"
+            run.error = not_retried(reason, no_room)
     if not retry:
         finish(session, study, trial, run, spec=spec, state=TrialState.FAILED, now=now)
         note(session, logging.INFO, "trial %s/%d failed (%s)", study.name, trial.number, kind)
@@ -168,6 +169,17 @@ def end_attempt(
         run.attempt + 1,
     )
     return True
+
+
+#: what a failure's reason is followed by when the compute budget leaves no room to retry
+NOT_RETRIED = "; not retried: "
+
+
+def not_retried(reason: str, why: str) -> str:
+    """The reason recorded for an attempt not retried for want of budget (the worker's own
+    reason alone if both would not fit the limit on a reason)."""
+    text = f"{reason}{NOT_RETRIED}{why}"
+    return text if len(text) <= MAX_REASON_CHARS else reason
 
 
 def _no_room_for_retry(

@@ -32,7 +32,7 @@ from ._common import (
     trial_not_found,
 )
 from ._early_stopping import judge
-from ._lifecycle import complete_if_done, end_attempt, finish, transact
+from ._lifecycle import NOT_RETRIED, complete_if_done, end_attempt, finish, transact
 from ._reads import get_trial
 
 
@@ -305,7 +305,9 @@ def fail(
     def end(session: Session) -> int:
         study = find_study(session, ref)
         run = _authorized(session, study, number, token)
-        if run.error == reason and run.failure_kind == kind and run.finished_at is not None:
+        recorded = run.error or ""
+        same = recorded == reason or recorded.startswith(reason + NOT_RETRIED)
+        if same and run.failure_kind == kind and run.finished_at is not None:
             return study.id  # a resent fail
         _require_running(session, study, run, "be failed")
         trial = _locked_trial(session, run)
