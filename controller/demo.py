@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, TextIO
 
 import hpo
@@ -54,10 +54,14 @@ def progress_line(study: StudyPublic, elapsed: float) -> str:
         if study.best
         else "best -"
     )
+    # the trials budget is the [done/size] above; the others (epochs, GPU-hours, time) follow
+    limited = study.budget_parts(now=datetime.now(timezone.utc), limited_only=True)
+    used = [part for part in limited if not part.startswith("trials ")]
     return (
         f"[{done:>3}/{size}] completed {counts['completed']}  pruned {counts['pruned']}  "
         f"failed {counts['failed']}  running {counts['running'] + counts['pending']}  "
         f"{best}  {int(elapsed // 60)}:{int(elapsed % 60):02d}"
+        + "".join(f"  {part}" for part in used)
     )
 
 

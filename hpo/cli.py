@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -258,6 +259,11 @@ def cmd_study_show(args: argparse.Namespace) -> int:
     ]
     if spec.budget.max_wall_seconds is not None:
         budget.append(f"{spec.budget.max_wall_seconds:g} s wall clock")
+    if spec.budget.max_total_epochs is not None:
+        budget.append(f"{spec.budget.max_total_epochs:,} epochs in all")
+    if spec.budget.max_gpu_hours is not None:
+        device = "GPU" if spec.resources.gpus_per_trial > 0 else "CPU"
+        budget.append(f"{spec.budget.max_gpu_hours:g} {device}-hours")
     counts = [f"{study.trial_counts[s]} {s}" for s in STATES if study.trial_counts.get(s)]
     best = "no completed trial yet"
     if study.best is not None:
@@ -272,6 +278,7 @@ def cmd_study_show(args: argparse.Namespace) -> int:
         ("algorithm", _algorithm(study)),
         *([("why", study.algorithm_choice.reason)] if study.algorithm_choice else []),
         ("budget", ", ".join(budget)),
+        ("used", ", ".join(study.budget_parts(now=datetime.now(timezone.utc))) or "-"),
         ("trials", f"{study.n_trials} handed out" + (f": {', '.join(counts)}" if counts else "")),
         ("best", best),
     ]

@@ -20,6 +20,7 @@ __all__ = [
     "WorkerKeyCreate",
     "ApiKeyCreated",
     "ApiKeyPublic",
+    "BudgetUsed",
     "AskIn",
     "AlgorithmChoice",
     "BestTrial",
@@ -152,6 +153,57 @@ class AlgorithmChoice(BaseModel):
     reason: str = Field(description="why auto chose it for this space, budget and max_epochs")
 
 
+class BudgetUsed(BaseModel):
+    """Progress toward every budget of a study (a limit of null: that budget is unlimited)."""
+
+    trials: int = Field(description="trials handed out")
+    max_trials: int | None = Field(description="trials the budget allows (the grid's size too)")
+    epochs: int = Field(description="epochs all attempts reported, retries included")
+    max_total_epochs: int | None = None
+    device: Literal["GPU", "CPU"] = Field(
+        description="what device_hours counts: GPU-hours, or CPU-hours for a study without GPUs"
+    )
+    device_hours: float = Field(
+        description="devices held x wall time of every attempt, retries included, a running "
+        "one up to its last heartbeat or report"
+    )
+    max_gpu_hours: float | None = None
+    max_wall_seconds: float | None = Field(
+        default=None, description="the time budget; the time used runs from created_at"
+    )
+
+    def parts(self, *, wall_seconds: float, limited_only: bool = False) -> list[str]:
+        """``trials 5/20``, ``epochs 45/100``, ``GPU-hours 0.12/1``, ``wall 1:05/10:00``: used
+        against the limit, for every budget (``limited_only``: those with a limit), the study
+        having run ``wall_seconds``."""
+        rows: list[tuple[str, str, str | None]] = [
+            ("trials", str(self.trials), _or_none(self.max_trials, str)),
+            ("epochs", f"{self.epochs:,}", _or_none(self.max_total_epochs, "{:,}".format)),
+            (
+                f"{self.device}-hours",
+                f"{self.device_hours:.3g}",
+                _or_none(self.max_gpu_hours, "{:g}".format),
+            ),
+            ("wall", _clock(wall_seconds), _or_none(self.max_wall_seconds, _clock)),
+        ]
+        return [
+            f"{name} {used}" + (f"/{limit}" if limit is not None else "")
+            for name, used, limit in rows
+            if limit is not None or not limited_only
+        ]
+
+
+def _or_none(value: Any, show: Any) -> str | None:
+    return None if value is None else str(show(value))
+
+
+def _clock(seconds: float) -> str:
+    """``1:05`` (minutes:seconds), or ``2:01:05`` past an hour."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
 class StudyPublic(BaseModel):
     id: int
     name: str
@@ -164,6 +216,9 @@ class StudyPublic(BaseModel):
     n_trials: int = Field(description="trials handed out so far")
     trial_counts: dict[str, int] = Field(description="trials by state")
     best: BestTrial | None = None
+    budget_used: BudgetUsed | None = Field(
+        default=None, description="progress toward every budget: trials, epochs, GPU-hours, time"
+    )
     version: int = Field(
         default=1,
         description="changes whenever the study's own record does (a trial handed out, its "
@@ -186,6 +241,13 @@ class StudyPublic(BaseModel):
         "in n_trials nor against the budget)",
     )
     children: list[str] = Field(default_factory=list, description="the studies forked from it")
+
+    def budget_parts(self, *, now: datetime, limited_only: bool = False) -> list[str]:
+        """Progress toward every budget as ``name used/limit`` strings (see BudgetUsed)."""
+        if self.budget_used is None:
+            return []
+        wall = ((self.finished_at or now) - self.created_at).total_seconds()
+        return self.budget_used.parts(wall_seconds=max(wall, 0.0), limited_only=limited_only)
 
 
 class ReportPublic(BaseModel):

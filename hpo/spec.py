@@ -88,6 +88,9 @@ _INT64_MAX = 2**63 - 1
 MAX_GRID_SEED = 2**32 - 1
 #: the largest budget.max_trials: trial numbers are 32-bit columns in Optuna's tables and ours
 MAX_TRIALS = 2**31 - 1
+#: the largest budget.max_total_epochs and budget.max_gpu_hours
+MAX_TOTAL_EPOCHS = 10**9
+MAX_GPU_HOURS = 10.0**7
 #: the largest budget.max_epochs: epochs are report steps, rows of metrics per trial
 MAX_EPOCHS = 1_000_000
 MAX_REDUCTION_FACTOR = 1_000
@@ -394,6 +397,32 @@ class BudgetSpec(_Strict):
     parallelism: int = Field(default=1, ge=1, le=1024)
     max_retries: int = Field(default=2, ge=0, le=100)
     max_wall_seconds: float | None = Field(default=None, gt=0, le=MAX_WALL_SECONDS)
+    max_total_epochs: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TOTAL_EPOCHS,
+        description="epochs (report steps) all attempts together may spend, retries included; "
+        "a trial is handed out only when it fits running to max_epochs beside those in flight",
+    )
+    max_gpu_hours: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_GPU_HOURS,
+        description="GPU-hours all attempts together may spend, retries included: GPUs per "
+        "trial x wall time of every attempt; a study with gpus_per_trial 0 counts CPU-hours "
+        "(cpus_per_trial x wall time) the same way. New trials stop when the next one, at the "
+        "cost per epoch seen so far, would not fit",
+    )
+
+    @model_validator(mode="after")
+    def _total_epochs_hold_a_trial(self) -> BudgetSpec:
+        if self.max_total_epochs is not None and self.max_total_epochs < self.max_epochs:
+            raise ValueError(
+                f"max_total_epochs is {self.max_total_epochs}, but it must be at least "
+                f"max_epochs ({self.max_epochs}) so that one trial can run to the end; "
+                "raise max_total_epochs or lower max_epochs"
+            )
+        return self
 
 
 class WorkloadSpec(_Strict):

@@ -166,7 +166,32 @@ const HPO = (() => {
         ...STATES.map((s) => card(s, c[s], null, `state-${s}`)),
         card("Best", study.best ? fmt(study.best.value) : "–", study.best ? `trial ${study.best.number}` : null));
       document.getElementById("spec-json").textContent = JSON.stringify(spec, null, 2);
+      renderBudget(study);
       renderBest(study);
+    }
+
+    // progress toward every budget, from the server's numbers (budget_used)
+    function renderBudget(study) {
+      const used = study.budget_used;
+      if (!used) return;
+      const end = study.finished_at ? Date.parse(study.finished_at) : Date.now();
+      const wall = Math.max(0, (end - Date.parse(study.created_at)) / 1000);
+      const clock = (s) => { const t = Math.floor(s), m = Math.floor(t / 60) % 60, x = String(t % 60).padStart(2, "0");
+        return t >= 3600 ? `${Math.floor(t / 3600)}:${String(m).padStart(2, "0")}:${x}` : `${m}:${x}`; };
+      const hours = (v) => Number(v.toPrecision(3)).toString();
+      const rows = [
+        ["trials", "Trials", used.trials, used.max_trials, String],
+        ["epochs", "Epochs", used.epochs, used.max_total_epochs, (v) => v.toLocaleString("en")],
+        ["device-hours", `${used.device}-hours`, used.device_hours, used.max_gpu_hours, hours],
+        ["wall", "Wall time", wall, used.max_wall_seconds, clock],
+      ];
+      document.getElementById("budget-body").replaceChildren(...rows.map(([key, label, value, limit, show]) => {
+        const pct = limit ? Math.min(100, Math.round((100 * value) / limit)) : null;
+        return h("tr", { "data-budget": key }, h("th", {}, label),
+          h("td", { class: "used" }, show(value) + (limit ? ` / ${show(limit)}` : " (no limit)")),
+          h("td", {}, pct === null ? null : h("div", { class: "progress", title: `${pct}% of ${label.toLowerCase()} used` },
+            h("div", { class: "bar", style: `width:${pct}%` }), h("span", {}, `${pct}%`))));
+      }));
     }
 
     function card(label, value, extra, cls) {

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from .. import algorithms
 from .._errors import BudgetExhausted, StudyNotRunning
 from ..algorithms import PastTrial
-from ..budget import decide_ask, wall_clock_spent
+from ..budget import compute_limits, decide_ask, wall_clock_spent
 from ..oom import attempt_batch, attempt_params
 from ..schemas import TrialAssignment
 from ..spec import StudySpec
@@ -26,6 +26,7 @@ from ..storage import Database, RunRow, StudyRow, TrialRow, latest_attempt, utcn
 from ..vocabulary import FailureKind, StudyStatus, TrialState
 from . import _statements as sql
 from ._common import hash_token, spec_by_id, study_key, study_not_found
+from ._compute import refused_before_drawing, within_compute_budget
 from ._lifecycle import transact
 
 _HISTORY_STATES = (TrialState.COMPLETED, TrialState.PRUNED, TrialState.RUNNING, TrialState.PENDING)
@@ -57,12 +58,16 @@ def ask(db: Database, *, ref: str | int, worker: str | None = None) -> TrialAssi
     ask took the number it expected).
     """
     try:
-        return transact(db, lambda s: _hand_out(db, s, ref, None, worker), write=True)
+        result = transact(db, lambda s: _hand_out(db, s, ref, None, worker), write=True)
     except _NeedsHistory:
-        pass
-    snap, number = transact(db, lambda s: _snapshot(db, s, ref))
-    snap.guess = (number, _draw(snap, number))
-    return transact(db, lambda s: _hand_out(db, s, ref, snap, worker), write=True)
+        result = None
+    if result is None:
+        snap, number = transact(db, lambda s: _snapshot(db, s, ref))
+        snap.guess = (number, _draw(snap, number))
+        result = transact(db, lambda s: _hand_out(db, s, ref, snap, worker), write=True)
+    if isinstance(result, BudgetExhausted):
+        raise result  # after the commit of what the refusal ended (the study, its retries)
+    return result
 
 
 def _study(session: Session, ref: str | int) -> Any:
@@ -82,6 +87,9 @@ def _snapshot(db: Database, session: Session, ref: str | int) -> tuple[_Snapshot
     row = _study(session, ref)
     spec = spec_by_id(db, session, row.id)
     _refuse_if_over(row.name, row.status, row.created_at, spec)
+    refused = refused_before_drawing(session, row.id, row.name, spec, utcnow())
+    if refused is not None:
+        raise refused
     history = _history(session, row.id)
     snap = _Snapshot(row.id, row.name, spec, row.created_at, history, inherited=row.inherited)
     return snap, row.handed_out
@@ -145,7 +153,7 @@ def _draw(snap: _Snapshot, number: int) -> dict[str, Any]:
 
 def _hand_out(
     db: Database, session: Session, ref: str | int, snap: _Snapshot | None, worker: str | None
-) -> TrialAssignment:
+) -> TrialAssignment | BudgetExhausted:
     if snap is None:
         row = _study(session, ref)
         spec = spec_by_id(db, session, row.id)
@@ -158,7 +166,16 @@ def _hand_out(
     now = utcnow()
     token = secrets.token_urlsafe(32)
     conn = session.connection()
+    limits = compute_limits(snap.spec)
+    if limits.limited:  # two asks must not both take the last room in the budget
+        conn.execute(sql.STUDY_LOCKED, {"b_study": snap.study_id})
     retry = conn.execute(sql.PENDING, {"b_study": snap.study_id}).first()
+    if limits.limited:
+        refused = within_compute_budget(
+            session, snap.study_id, snap.spec, limits, begun=retry is not None, now=now
+        )
+        if refused is not None:
+            return refused
     if retry is not None:
         return _hand_out_retry(session, snap, retry, token, worker, now)
     numbered = conn.execute(sql.NUMBERED, {"b_study": snap.study_id, "b_now": now}).first()

@@ -15,12 +15,20 @@ from typing import Any, TypeVar
 from sqlalchemy import and_, delete, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from ..budget import decide_retry, wall_clock_spent
+from ..budget import (
+    compute_finished,
+    compute_limits,
+    decide_retry,
+    room_for_retry,
+    wall_clock_spent,
+)
 from ..oom import AttemptBatch, attempt_batch, halved
+from ..schemas import MAX_REASON_CHARS
 from ..spec import StudySpec
 from ..storage import Database, RungRow, RunRow, StudyRow, TrialRow, utcnow
 from ..vocabulary import LIVE_TRIAL_STATES, FailureKind, OnOom, StudyStatus, TrialState
 from ._common import live_trials, spec_of
+from ._usage import compute_usage
 
 log = logging.getLogger("hpo.service")
 T = TypeVar("T")
@@ -61,6 +69,7 @@ def finish(
     trial: TrialRow,
     run: RunRow,
     *,
+    spec: StudySpec,
     state: TrialState,
     now: datetime,
     value: float | None = None,
@@ -70,24 +79,40 @@ def finish(
     trial.state, trial.finished_at = state, now
     if value is not None:
         trial.value = value
-    complete_if_done(session, study, now)
+    complete_if_done(session, study, now, spec=spec)
 
 
-def complete_if_done(session: Session, study: StudyRow, now: datetime) -> bool:
+def complete_if_done(session: Session, study: StudyRow, now: datetime, *, spec: StudySpec) -> bool:
     """Complete a running study whose budget is handed out and whose trials all ended.
 
     Only near its end does this lock the study row, so that of two trials finishing at once,
-    the second to commit sees the first one's end and completes the study.
+    the second to commit sees the first one's end and completes the study. A study with a
+    compute budget (epochs, GPU-hours) is done when nothing runs and no trial fits any more.
     """
-    if study.status != StudyStatus.RUNNING or study.size is None or study.handed_out < study.size:
+    if study.status != StudyStatus.RUNNING:
+        return False
+    all_handed_out = study.size is not None and study.handed_out >= study.size
+    limits = compute_limits(spec)
+    if not (all_handed_out or limits.limited):
         return False
     session.refresh(study, with_for_update={"key_share": True})
     if study.status != StudyStatus.RUNNING or live_trials(session, study.id):
         return False
+    if all_handed_out:
+        complete_study(session, study, now, f"all {study.size} trials ended")
+        return True
+    usage = compute_usage(session, study_id=study.id, spec=spec, now=now)
+    if not compute_finished(usage=usage, limits=limits, name=study.name):
+        return False
+    complete_study(session, study, now, "its compute budget has no room for another trial")
+    return True
+
+
+def complete_study(session: Session, study: StudyRow, now: datetime, why: str) -> None:
+    """Mark a running study completed (the caller checked that nothing of it runs)."""
     study.status, study.finished_at = StudyStatus.COMPLETED, now
     bump(study, now)
-    note(session, logging.INFO, "study %s completed: all %d trials ended", study.name, study.size)
-    return True
+    note(session, logging.INFO, "study %s completed: %s", study.name, why)
 
 
 def end_attempt(
@@ -117,8 +142,14 @@ def end_attempt(
         )
     )
     run.error, run.failure_kind = reason, kind
+    if retry:
+        run.state, run.finished_at = TrialState.FAILED, now
+        no_room = _no_room_for_retry(session, study, spec, now)
+        if no_room is not None:
+            retry = False
+            run.error = not_retried(reason, no_room)
     if not retry:
-        finish(session, study, trial, run, state=TrialState.FAILED, now=now)
+        finish(session, study, trial, run, spec=spec, state=TrialState.FAILED, now=now)
         note(session, logging.INFO, "trial %s/%d failed (%s)", study.name, trial.number, kind)
         return False
     run.state, run.finished_at = TrialState.FAILED, now
@@ -177,6 +208,29 @@ def _memory_retries(session: Session, spec: StudySpec, trial: TrialRow) -> int:
     return int(count or 0)
 
 
+#: what a failure's reason is followed by when the compute budget leaves no room to retry
+NOT_RETRIED = "; not retried: "
+
+
+def not_retried(reason: str, why: str) -> str:
+    """The reason recorded for an attempt not retried for want of budget (the worker's own
+    reason alone if both would not fit the limit on a reason)."""
+    text = f"{reason}{NOT_RETRIED}{why}"
+    return text if len(text) <= MAX_REASON_CHARS else reason
+
+
+def _no_room_for_retry(
+    session: Session, study: StudyRow, spec: StudySpec, now: datetime
+) -> str | None:
+    """Why the compute budget leaves no room to retry (read after the attempt ended)."""
+    limits = compute_limits(spec)
+    if not limits.limited:
+        return None
+    session.flush()
+    usage = compute_usage(session, study_id=study.id, spec=spec, now=now)
+    return room_for_retry(usage=usage, limits=limits)
+
+
 def stop_trials(
     session: Session,
     study: StudyRow,
@@ -231,7 +285,7 @@ def reap(
     for study_id in timed:
         ended += transact(db, partial(_close_out_of_time, db, study_id, now), write=True)
     for study_id in done:
-        ended += transact(db, partial(_complete_done, study_id, now), write=True)
+        ended += transact(db, partial(_complete_done, db, study_id, now), write=True)
     return ended
 
 
@@ -323,6 +377,6 @@ def _close_out_of_time(db: Database, study_id: int, now: datetime, session: Sess
     return 1
 
 
-def _complete_done(study_id: int, now: datetime, session: Session) -> int:
+def _complete_done(db: Database, study_id: int, now: datetime, session: Session) -> int:
     study = session.get(StudyRow, study_id)
-    return int(study is not None and complete_if_done(session, study, now))
+    return int(study is not None and complete_if_done(session, study, now, spec=spec_of(db, study)))

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .._errors import Forbidden, InvalidSpec, OutOfOrderReport, TrialFinished, Unauthorized
+from ..budget import compute_limits
 from ..schemas import TrialDetail, cut_reason
 from ..spec import StudySpec
 from ..storage import Database, RunRow, StudyRow, TrialRow, utcnow
@@ -31,7 +32,7 @@ from ._common import (
     trial_not_found,
 )
 from ._early_stopping import judge
-from ._lifecycle import complete_if_done, end_attempt, finish, transact
+from ._lifecycle import NOT_RETRIED, complete_if_done, end_attempt, finish, transact
 from ._reads import get_trial
 
 
@@ -187,22 +188,24 @@ def report(
             },
         )
         if verdict.stop:
-            _prune(session, run, value, now)
+            _prune(session, run, spec, value, now)
         return verdict.stop
 
     return transact(db, record, write=True)
 
 
-def _prune(session: Session, run: Any, value: float, now: datetime) -> None:
+def _prune(session: Session, run: Any, spec: StudySpec, value: float, now: datetime) -> None:
     """End a pruned trial (its attempt ended with the report's own update), and complete the
-    study only when its budget is all handed out (the common case reads nothing more)."""
+    study only when its budget is all handed out, or it has a compute budget (the common case
+    reads nothing more)."""
     session.connection().execute(
         sql.TRIAL_PRUNED, {"b_trial": run.trial_id, "b_now": now, "b_value": value}
     )
-    if run.study_size is not None and run.handed_out >= run.study_size:
+    all_handed_out = run.study_size is not None and run.handed_out >= run.study_size
+    if all_handed_out or compute_limits(spec).limited:
         study = session.get(StudyRow, run.study_id)
         if study is not None:
-            complete_if_done(session, study, now)
+            complete_if_done(session, study, now, spec=spec)
 
 
 def _run(session: Session, run_id: int) -> RunRow:
@@ -255,10 +258,20 @@ def complete(
         if run.state == TrialState.COMPLETED and run.final_metrics == metrics:
             return study.id  # a resent complete
         _require_running(session, study, run, "be completed")
-        value = objective(spec_of(db, study), metrics, "complete call")
+        spec = spec_of(db, study)
+        value = objective(spec, metrics, "complete call")
         trial = _locked_trial(session, run)
         run.final_metrics = metrics
-        finish(session, study, trial, run, state=TrialState.COMPLETED, now=utcnow(), value=value)
+        finish(
+            session,
+            study,
+            trial,
+            run,
+            spec=spec,
+            state=TrialState.COMPLETED,
+            now=utcnow(),
+            value=value,
+        )
         return study.id
 
     return get_trial(db, ref=transact(db, end, write=True), number=number)
@@ -292,7 +305,9 @@ def fail(
     def end(session: Session) -> int:
         study = find_study(session, ref)
         run = _authorized(session, study, number, token)
-        if run.error == reason and run.failure_kind == kind and run.finished_at is not None:
+        recorded = run.error or ""
+        same = recorded == reason or recorded.startswith(reason + NOT_RETRIED)
+        if same and run.failure_kind == kind and run.finished_at is not None:
             return study.id  # a resent fail
         _require_running(session, study, run, "be failed")
         trial = _locked_trial(session, run)

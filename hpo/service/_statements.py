@@ -130,6 +130,10 @@ _STUDY_COLUMNS = (
 )
 STUDY_BY_NAME = select(*_STUDY_COLUMNS).where(studies.c.name == bindparam("b_ref"))
 STUDY_BY_ID = select(*_STUDY_COLUMNS).where(studies.c.id == bindparam("b_ref"))
+#: an ask of a study with a compute budget locks its row before it reads what was spent
+STUDY_LOCKED = (
+    select(studies.c.id).where(studies.c.id == bindparam("b_study")).with_for_update(key_share=True)
+)
 PENDING = (
     select(
         runs.c.id,

@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 from .. import access, algorithms
 from .._errors import DuplicateStudy, InvalidSpec, NoCompletedTrial, StudyNotRunning
 from ..access import Action, Principal
+from ..budget import compute_limits
 from ..data_roots import path_problems
-from ..schemas import AlgorithmChoice, BestTrial, StudyPublic
+from ..schemas import AlgorithmChoice, BestTrial, BudgetUsed, StudyPublic
 from ..spec import StudySpec
 from ..storage import (
     Database,
@@ -31,6 +32,7 @@ from ..workloads import check_study_fits
 from ._common import find_study, size_of, spec_of, trial_counts
 from ._fork_reads import lineage
 from ._lifecycle import note, stop_trials, transact
+from ._usage import compute_usage
 
 
 def create_study(
@@ -248,6 +250,7 @@ def _public(db: Database, session: Session, row: StudyRow) -> StudyPublic:
         n_trials=row.handed_out,
         trial_counts=trial_counts(session, row.id),
         best=_best(db, session, row),
+        budget_used=_budget_used(session, row, spec),
         version=row.version,
         created_by=row.created_by,
         algorithm_choice=_choice(spec),
@@ -260,6 +263,21 @@ def _choice(spec: StudySpec) -> AlgorithmChoice | None:
         return None
     chosen = algorithms.choose(spec)
     return AlgorithmChoice(algorithm=chosen.algorithm, summary=chosen.summary, reason=chosen.reason)
+
+
+def _budget_used(session: Session, row: StudyRow, spec: StudySpec) -> BudgetUsed:
+    usage = compute_usage(session, study_id=row.id, spec=spec, now=utcnow(), recorded=True)
+    limits = compute_limits(spec)
+    return BudgetUsed(
+        trials=row.handed_out,
+        max_trials=row.size,
+        epochs=usage.epochs,
+        max_total_epochs=spec.budget.max_total_epochs,
+        device="GPU" if limits.device == "GPU" else "CPU",
+        device_hours=usage.device_seconds / 3600.0,
+        max_gpu_hours=spec.budget.max_gpu_hours,
+        max_wall_seconds=spec.budget.max_wall_seconds,
+    )
 
 
 __all__ = [
