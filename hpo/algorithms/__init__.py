@@ -3,6 +3,7 @@
 Nothing here reads or writes storage; the service layer does the I/O.
 """
 
+from ._constrained import feasible_grid_size
 from ._early_stopping import (
     MEDIAN_STARTUP_TRIALS,
     HalvingPlan,
@@ -42,6 +43,7 @@ __all__ = [
     "build_sampler",
     "clean_params",
     "distributions",
+    "feasible_grid_size",
     "grid_point",
     "grid_points",
     "grid_size",

@@ -129,7 +129,11 @@ def spec_by_id(db: Database, session: Session, study_id: int) -> StudySpec:
 
 
 def size_of(spec: StudySpec) -> int | None:
-    grid = algorithms.grid_size(spec.space) if spec.algorithm.name == "grid" else None
+    grid = (
+        algorithms.feasible_grid_size(spec.space, spec.constraints)
+        if spec.algorithm.name == "grid"
+        else None
+    )
     return study_size(spec, grid)
 
 
