@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from hpo import InvalidSpec, parse_spec
-from hpo.algorithms import sample_params
+from hpo import InvalidSpec, NoFeasibleConfiguration, parse_spec
+from hpo.algorithms import PastTrial, sample_params
 from hpo.constraints import (
     MAX_CONSTRAINT_CHARS,
     MAX_CONSTRAINTS,
@@ -157,6 +157,65 @@ def test_a_seeded_study_redraws_the_same_feasible_configurations(name):
     ]
     assert draws[0] == draws[1]
     assert all(_feasible(p) for p in draws[0])
+
+
+def test_without_constraints_the_same_samplers_do_draw_infeasible_points():
+    """What the redraws guard against: this space is mostly infeasible to a plain sampler."""
+    spec = parse_spec(make_spec(search_space=SPACE, algorithm={"name": "random", "seed": 5}))
+    draws = [
+        sample_params(spec.algorithm, spec.space, number=n, direction="maximize") for n in range(30)
+    ]
+    assert sum(not _feasible(p) for p in draws) >= 5
+
+
+def test_gp_redraws_too():
+    pytest.importorskip("torch")
+    pytest.importorskip("scipy")
+    spec = parse_spec(
+        make_spec(
+            search_space=SPACE,
+            algorithm={"name": "bayesian", "model": "gp", "seed": 3, "n_startup_trials": 4},
+            constraints=ISSUE_CONSTRAINTS,
+        )
+    )
+    history = []
+    for n in range(12):
+        params = sample_params(
+            spec.algorithm,
+            spec.space,
+            number=n,
+            direction="maximize",
+            history=history,
+            constraints=spec.constraints,
+        )
+        assert _feasible(params), params
+        history.append(PastTrial(n, "completed", params, params["hidden_size"] / 256))
+
+
+def test_a_constraint_nothing_satisfies_ends_the_ask_with_an_error_not_a_point():
+    """The spec refuses such a space; a hand-built one shows the bound on the redraws."""
+    spec = parse_spec(make_spec(algorithm={"name": "bayesian", "seed": 1}))
+    with pytest.raises(NoFeasibleConfiguration, match="no configuration that satisfies"):
+        sample_params(
+            spec.algorithm,
+            spec.space,
+            number=0,
+            direction="maximize",
+            constraints=["x > 2"],
+        )
+
+
+def test_a_grid_whose_constraints_keep_every_point_keeps_the_grid_order():
+    plain = parse_spec(make_spec(search_space=SPACE, algorithm={"name": "grid", "seed": 9}))
+    kept = parse_spec(
+        make_spec(
+            search_space=SPACE, algorithm={"name": "grid", "seed": 9}, constraints=["num_heads > 0"]
+        )
+    )
+    for n in range(0, 1280, 37):
+        assert sample_params(
+            kept.algorithm, kept.space, number=n, direction="maximize", constraints=kept.constraints
+        ) == sample_params(plain.algorithm, plain.space, number=n, direction="maximize")
 
 
 # -- over the API, on both databases ------------------------------------------------------------

@@ -123,9 +123,13 @@ def feasible_draw(
 ) -> dict[str, Any]:
     """The first draw of ``study`` that satisfies every constraint.
 
-    ``sampler_for(attempt)`` gives the sampler of each redraw; a draw that breaks a constraint
-    is told to ``study`` as failed, which Optuna's samplers leave out of their model.
+    ``sampler_for(attempt)`` gives the sampler of each redraw. A draw that breaks a constraint
+    is told to ``study`` (in memory only) as a trial that completed with the worst value of the
+    history, so that a model-based sampler learns the region is bad and proposes elsewhere
+    (refitting on a redraw would otherwise find the same optimum again); with no value yet, as
+    failed, which the samplers leave out.
     """
+    worst = _worst(study)
     for attempt in range(MAX_REDRAWS):
         if attempt:
             study.sampler = sampler_for(attempt)
@@ -133,7 +137,10 @@ def feasible_draw(
         params = clean_params(space, trial.params)
         if satisfies(constraints, params):
             return params
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if worst is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, worst)
     rng = random.Random(fallback_seed)
     names = {n for c in constraints for n in c.names}
     constrained = {n: p for n, p in space.items() if n in names}
@@ -149,3 +156,14 @@ def feasible_draw(
         "the space is too small to find by sampling: loosen the constraints, or narrow the "
         "ranges to the feasible region, in a new study"
     )
+
+
+def _worst(study: optuna.Study) -> float | None:
+    values = [
+        t.value
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.value is not None
+    ]
+    if not values:
+        return None
+    return min(values) if study.direction == optuna.study.StudyDirection.MAXIMIZE else max(values)
