@@ -38,7 +38,7 @@ __all__ = [
     "Constraint",
     "ConstraintError",
     "Kind",
-    "feasible_grid_count",
+    "grid_has_feasible",
     "grid_table",
     "kinds_of",
     "parse_constraint",
@@ -114,6 +114,8 @@ _REFUSED = {
     ast.YieldFrom: "yield",
     ast.Slice: "slices",
 }
+#: true, false and null as YAML and JSON write them (Python's True, False, None work too)
+_JSON_WORDS: dict[str, Any] = {"true": True, "false": False, "null": None}
 _HOW = (
     "a constraint may use numbers, parameter names, + - * / // % ** (constant exponent), "
     "comparisons, and/or/not and parentheses"
@@ -139,10 +141,11 @@ class Constraint:
     _test: _Fn
 
     def __call__(self, params: Env) -> bool:
-        """Whether ``params`` (a mapping with every name in :attr:`names`) satisfies it."""
+        """Whether ``params`` satisfies it (a configuration without one of :attr:`names`
+        does not)."""
         try:
             return bool(self._test(params))
-        except (_Undefined, ArithmeticError, TypeError, ValueError):
+        except (_Undefined, ArithmeticError, TypeError, ValueError, LookupError):
             return False
 
 
@@ -279,6 +282,8 @@ class _Translator:
 
     def name(self, node: ast.Name | ast.Attribute) -> _Typed:
         dotted = _dotted(node)
+        if dotted in _JSON_WORDS and dotted not in self.kinds:
+            return self.constant(_JSON_WORDS[dotted])  # as YAML and JSON spell them
         if dotted is None or dotted not in self.kinds:
             if dotted is None or isinstance(node, ast.Attribute):
                 raise ConstraintError(
@@ -440,13 +445,16 @@ def grid_table(
     return names, table
 
 
-def feasible_grid_count(
+def grid_has_feasible(
     constraints: Sequence[Constraint], values: Mapping[str, Sequence[Any]]
-) -> int:
-    """How many points of the grid over ``values`` satisfy every constraint."""
-    names, table = grid_table(constraints, values)
-    rest = math.prod(len(v) for n, v in values.items() if n not in names)
-    return sum(table) * rest
+) -> bool:
+    """Whether some point of the grid over ``values`` satisfies every constraint (stops at the
+    first one, so a stored spec is checked again cheaply)."""
+    names = sorted({n for c in constraints for n in c.names})
+    return any(
+        satisfies(constraints, dict(zip(names, combo, strict=True)))
+        for combo in itertools.product(*(values[n] for n in names))
+    )
 
 
 def sampled_problem(

@@ -657,7 +657,7 @@ def _check_constraints(spec: StudySpec) -> None:
             "'choices', or algorithm random or bayesian with budget.max_trials"
         )
     values = {name: param.grid_values() or [] for name, param in space.items()}
-    if _constraints.feasible_grid_count(parsed, values) == 0:
+    if not _constraints.grid_has_feasible(parsed, values):
         raise ValueError(
             f"constraints: none of the {total:,} points of the grid satisfies every constraint; "
             "loosen the constraints or add values to the grid"

@@ -30,6 +30,7 @@ KINDS = {
     "gradient_accumulation_steps": "number",
     "optimizer": "text",
     "model.layers": "number",
+    "use_amp": "number",
 }
 HIDDEN = [64, 96, 128, 192, 256]
 HEADS = [2, 3, 4, 8]
@@ -76,6 +77,10 @@ def test_the_issue_examples_parse_and_decide_feasibility():
         ("optimizer == 'sgd' or batch_size <= 32", {"optimizer": "adam", "batch_size": 64}, False),
         ("'adam' != optimizer", {"optimizer": "sgd"}, True),
         ("model.layers * 2 >= 4", {"model.layers": 2}, True),
+        ("use_amp == true and optimizer != null", {"use_amp": True, "optimizer": "sgd"}, True),
+        ("use_amp == False or optimizer == None", {"use_amp": True, "optimizer": "sgd"}, False),
+        # a configuration without a parameter the constraint reads does not satisfy it
+        ("batch_size > 0", {"num_heads": 2}, False),
         # division and modulo by zero make the point infeasible rather than raising
         ("batch_size / (num_heads - 2) > 0", {"batch_size": 16, "num_heads": 2}, False),
         ("hidden_size % (num_heads - 2) == 0", {"hidden_size": 64, "num_heads": 2}, False),
