@@ -254,6 +254,8 @@ def cmd_study_show(args: argparse.Namespace) -> int:
         ("trials", f"{study.n_trials} handed out" + (f": {', '.join(counts)}" if counts else "")),
         ("best", best),
     ]
+    if spec.constraints:  # the size above counts only the configurations that satisfy them
+        lines.insert(5, ("where", "; ".join(spec.constraints)))
     print("\n".join(f"{key + ':':<11}{value}" for key, value in lines))
     return 0
 

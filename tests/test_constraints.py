@@ -324,3 +324,15 @@ def test_parse_spec_reports_the_failing_constraint_by_index():
         parse_spec(
             make_spec(search_space=SPACE, constraints=["batch_size > 1", "batch_size ** x > 1"])
         )
+
+
+def test_study_show_says_the_constraints_beside_the_feasible_size(api, capsys, monkeypatch):
+    from hpo import cli
+    from hpo.client import Client
+
+    _create(api, algorithm={"name": "grid"}, constraints=ISSUE_CONSTRAINTS, budget={})
+    monkeypatch.setattr(cli, "Client", lambda url: Client(http=api))
+    assert cli.main(["study", "show", "s1", "--url", "http://localhost"]) == 0
+    out = capsys.readouterr().out
+    assert f"budget:    {FEASIBLE_GRID} trials" in out
+    assert f"where:     {'; '.join(ISSUE_CONSTRAINTS)}" in out
