@@ -34,12 +34,14 @@ __all__ = [
     "MAX_CONSTRAINT_CHARS",
     "MAX_CONSTRAINT_DEPTH",
     "MAX_CONSTRAINED_GRID",
+    "MAX_CHECK_WORK",
     "MAX_POWER",
     "Constraint",
     "ConstraintError",
     "Kind",
     "grid_has_feasible",
     "grid_table",
+    "checks_within",
     "kinds_of",
     "parse_constraint",
     "parse_constraints",
@@ -57,6 +59,10 @@ MAX_CONSTRAINT_CHARS = 500
 MAX_CONSTRAINT_DEPTH = 32
 #: points of a grid with constraints: every point is checked, and an ask orders them all
 MAX_CONSTRAINED_GRID = 65_536
+#: node evaluations one check may spend (a few tenths of a second): bounds the points checked
+#: at creation, the fallback draws of an ask, and a constrained grid's combinations, so that
+#: costly constraints cannot make a request slow
+MAX_CHECK_WORK = 2**20
 #: the largest exponent ``**`` takes (a constant integer)
 MAX_POWER = 8
 
@@ -139,6 +145,8 @@ class Constraint:
     text: str
     names: frozenset[str]
     _test: _Fn
+    #: the nodes of its tree: what one evaluation costs, at most
+    cost: int = 1
 
     def __call__(self, params: Env) -> bool:
         """Whether ``params`` satisfies it (a configuration without one of :attr:`names`
@@ -211,7 +219,14 @@ def parse_constraint(text: str, kinds: Mapping[str, Kind]) -> Constraint:
             "must be a comparison that is true or false, e.g. 'hidden_size % num_heads == 0', "
             "not a bare value"
         )
-    return Constraint(text, frozenset(translator.names), typed.fn)
+    return Constraint(text, frozenset(translator.names), typed.fn, translator.cost)
+
+
+def checks_within(constraints: Sequence[Constraint], wanted: int, work: int) -> int:
+    """How many points (at most ``wanted``, at least 64) can be checked against every
+    constraint with ``work`` node evaluations."""
+    cost = sum(c.cost for c in constraints) or 1
+    return max(64, min(wanted, work // cost))
 
 
 def satisfies(constraints: Iterable[Constraint], params: Env) -> bool:
@@ -246,8 +261,10 @@ class _Translator:
     def __init__(self, kinds: Mapping[str, Kind]) -> None:
         self.kinds = kinds
         self.names: set[str] = set()
+        self.cost = 0
 
     def node(self, node: ast.AST) -> _Typed:
+        self.cost += 1
         if isinstance(node, ast.Constant):
             return self.constant(node.value)
         if isinstance(node, (ast.Name, ast.Attribute)):
@@ -461,7 +478,9 @@ def sampled_problem(
     constraints: Sequence[Constraint], space: Mapping[str, Any], samples: int, seed: int = 0
 ) -> str | None:
     """Why no point among ``samples`` drawn from ``space`` satisfies the constraints, or None
-    when one does. The draws are seeded, so the verdict is the same on every controller."""
+    when one does. The draws are seeded, so the verdict is the same on every controller;
+    costly constraints get fewer draws (:data:`MAX_CHECK_WORK`)."""
+    samples = checks_within(constraints, samples, MAX_CHECK_WORK)
     rng = random.Random(seed)
     names = {n for c in constraints for n in c.names}
     sub = {n: p for n, p in space.items() if n in names}

@@ -656,6 +656,16 @@ def _check_constraints(spec: StudySpec) -> None:
             f"checked), but this one has {_count(total)}; use a coarser 'step' or fewer "
             "'choices', or algorithm random or bayesian with budget.max_trials"
         )
+    names = {n for c in parsed for n in c.names}
+    combos = math.prod(space[n].grid_count() or 0 for n in names)
+    cost = sum(c.cost for c in parsed)
+    if combos * cost > _constraints.MAX_CHECK_WORK:
+        raise ValueError(
+            f"constraints: checking the grid's {combos:,} combinations of constrained values "
+            f"against constraints of {cost:,} operations in all is over the limit of "
+            f"{_constraints.MAX_CHECK_WORK:,} operations; simplify the constraints, or give the "
+            "parameters they name fewer values"
+        )
     values = {name: param.grid_values() or [] for name, param in space.items()}
     if not _constraints.grid_has_feasible(parsed, values):
         raise ValueError(

@@ -319,6 +319,24 @@ def test_the_grid_size_counts_only_feasible_points_and_the_grid_ends_there(api):
     assert f"all {FEASIBLE_GRID} trials were handed out" in extra.json()["detail"]
 
 
+def test_costly_constraints_are_checked_within_a_bounded_amount_of_work():
+    wide = {
+        "a": {"type": "int", "low": 0, "high": 255},
+        "b": {"type": "int", "low": 0, "high": 255},
+    }
+    costly = "a + b + a + b + a + b > 0 and a + b < 1000"
+    assert parse_spec(
+        make_spec(search_space=wide, algorithm={"name": "grid"}, constraints=["a < b"])
+    )
+    with pytest.raises(InvalidSpec, match="65,536 combinations of constrained values"):
+        parse_spec(make_spec(search_space=wide, algorithm={"name": "grid"}, constraints=[costly]))
+    long = " + ".join(["(x + x)"] * 20) + " > 100"
+    with pytest.raises(InvalidSpec, match="no configuration among") as refused:
+        parse_spec(make_spec(constraints=[long] * 10))
+    sampled = re.search(r"among ([\d,]+) sampled", str(refused.value))
+    assert sampled and 64 <= int(sampled.group(1).replace(",", "")) < 4096
+
+
 def test_parse_spec_reports_the_failing_constraint_by_index():
     with pytest.raises(InvalidSpec, match=r"constraints\[1\] 'batch_size \*\* x > 1'"):
         parse_spec(

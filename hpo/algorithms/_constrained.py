@@ -24,8 +24,10 @@ from optuna.distributions import BaseDistribution
 
 from .._errors import NoFeasibleConfiguration
 from ..constraints import (
+    MAX_CHECK_WORK,
     MAX_CONSTRAINED_GRID,
     Constraint,
+    checks_within,
     grid_table,
     kinds_of,
     parse_constraints,
@@ -45,8 +47,9 @@ __all__ = [
 ]
 
 #: draws of the study's own sampler (each with its own derived seed) before falling back
-MAX_REDRAWS = 32
-#: uniform draws of the constrained parameters after that, before the ask gives up
+MAX_REDRAWS = 16
+#: uniform draws of the constrained parameters after that, before the ask gives up (fewer
+#: for costly constraints: four times :data:`~hpo.constraints.MAX_CHECK_WORK` at most)
 FALLBACK_DRAWS = 65_536
 
 
@@ -142,16 +145,17 @@ def feasible_draw(
         else:
             study.tell(trial, worst)
     rng = random.Random(fallback_seed)
+    draws = checks_within(constraints, FALLBACK_DRAWS, 4 * MAX_CHECK_WORK)
     names = {n for c in constraints for n in c.names}
     constrained = {n: p for n, p in space.items() if n in names}
-    for _ in range(FALLBACK_DRAWS):
+    for _ in range(draws):
         point = sample_space(constrained, rng)
         if satisfies(constraints, point):
             others = {n: p for n, p in space.items() if n not in names}
             point.update(sample_space(others, rng))
             return clean_params(space, {name: point[name] for name in space})
     raise NoFeasibleConfiguration(
-        f"{MAX_REDRAWS + FALLBACK_DRAWS:,} draws found no configuration that satisfies the "
+        f"{MAX_REDRAWS + draws:,} draws found no configuration that satisfies the "
         f"study's constraints ({'; '.join(c.text for c in constraints)}); the feasible part of "
         "the space is too small to find by sampling: loosen the constraints, or narrow the "
         "ranges to the feasible region, in a new study"
