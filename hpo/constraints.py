@@ -26,7 +26,7 @@ import math
 import operator
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
@@ -144,7 +144,7 @@ class Constraint:
 
     text: str
     names: frozenset[str]
-    _test: _Fn
+    _test: _Fn = field(repr=False, compare=False)
     #: the nodes of its tree: what one evaluation costs, at most
     cost: int = 1
 
@@ -355,7 +355,7 @@ class _Translator:
                     "(e.g. 'hidden_size ** 2'), not an expression"
                 )
             k = exponent.value
-            return _Typed(lambda env: left(env) ** k, "number")
+            return _Typed(lambda env: _power(left(env), k), "number")
         right = self.number(self.node(node.right), f"{symbol!r}")
         if symbol in ("/", "//", "%"):
             return _Typed(lambda env: _divide(op, left(env), right(env)), "number")
@@ -412,6 +412,14 @@ def _divide(op: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     if b == 0:
         raise _Undefined
     return op(a, b)
+
+
+def _power(base: Any, exponent: int) -> Any:
+    # nested powers of integers grow without bound: ((x ** 8) ** 8) ** 8 ... in a few hundred
+    # characters; past 64-bit-float range the constraint is false, as on an overflow
+    if isinstance(base, int) and base.bit_length() * exponent > 1024:
+        raise _Undefined
+    return base**exponent
 
 
 def _chain(steps: list[tuple[_Fn, Callable[[Any, Any], Any], _Fn]], env: Env) -> bool:

@@ -79,6 +79,10 @@ def test_the_issue_examples_parse_and_decide_feasibility():
         ("model.layers * 2 >= 4", {"model.layers": 2}, True),
         ("use_amp == true and optimizer != null", {"use_amp": True, "optimizer": "sgd"}, True),
         ("use_amp == False or optimizer == None", {"use_amp": True, "optimizer": "sgd"}, False),
+        # nested powers stop at the range of a 64-bit float, instead of growing without bound
+        ("((((((batch_size ** 8) ** 8) ** 8) ** 8) ** 8) ** 8) > 0", {"batch_size": 16}, False),
+        ("batch_size ** 2 == 256", {"batch_size": 16}, True),
+        (f"batch_size ** 8 == {2**53 + 1} ** 2", {"batch_size": 16}, False),
         # a configuration without a parameter the constraint reads does not satisfy it
         ("batch_size > 0", {"num_heads": 2}, False),
         # division and modulo by zero make the point infeasible rather than raising
