@@ -1,14 +1,16 @@
 """Constraints between parameters: ``"hidden_size % num_heads == 0"``.
 
 A constraint is parsed with :func:`ast.parse` (``mode="eval"``), and only a whitelist of nodes
-is translated into a small tree of our own; the tree is then turned into plain Python closures.
-Nothing is ever handed to ``eval``, ``exec`` or ``compile``. The grammar::
+is translated, each into a typed node of our own (a closure over its children's closures, with
+its kind: number, text or true/false, checked as it is built). Nothing is ever handed to
+``eval``, ``exec`` or ``compile``. The grammar::
 
     constraint  := test                                   (must be true or false)
     test        := test 'or' test | test 'and' test | 'not' test | comparison | '(' test ')'
     comparison  := expr (op expr)+       op: < <= > >= == !=  (chains like 1 <= a < b)
     expr        := expr (+ - * / // %) expr | -expr | +expr | expr ** k (k: integer 0..8)
                  | number | parameter name (dotted names like model.layers too) | '(' expr ')'
+    text        := 'string' | true | false | null (True, False, None too) | a text parameter
 
 A categorical parameter whose choices are not all numbers is *text*: it may only be compared
 with ``==`` or ``!=``, to a constant (``optimizer == 'adamw'``) or to another parameter.
@@ -48,7 +50,6 @@ __all__ = [
     "sample_space",
     "sampled_problem",
     "satisfies",
-    "violated",
 ]
 
 #: constraints one spec may declare
@@ -232,11 +233,6 @@ def checks_within(constraints: Sequence[Constraint], wanted: int, work: int) -> 
 def satisfies(constraints: Iterable[Constraint], params: Env) -> bool:
     """Whether ``params`` satisfies every constraint."""
     return all(c(params) for c in constraints)
-
-
-def violated(constraints: Iterable[Constraint], params: Env) -> list[str]:
-    """The texts of the constraints ``params`` breaks (empty when it satisfies them all)."""
-    return [c.text for c in constraints if not c(params)]
 
 
 def _quote(text: Any) -> str:
