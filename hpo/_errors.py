@@ -15,6 +15,8 @@ carrying the server's message. The tree::
     ├── TrialFinished        409  report/complete/fail on a trial that already ended
     ├── OutOfOrderReport     409  a report for a step at or before the last one reported
     ├── StudyUnreadable      409  a study stored under older rules that its spec now breaks
+    ├── NoFeasibleConfiguration 409  an ask whose redraws found no point satisfying the
+    │                             study's constraints
     ├── KeyNotFound          404  revoking an API key that does not exist
     ├── DuplicateKey         409  an API key name already taken
     ├── KeyInUse             409  revoking, over the API, the key the request is made with
@@ -91,6 +93,12 @@ class OutOfOrderReport(HPOError):
 
 class StudyUnreadable(HPOError):
     """A study whose stored spec breaks a rule added since it was created."""
+
+    status_code = 409
+
+
+class NoFeasibleConfiguration(HPOError):
+    """Every bounded redraw of an ask broke the study's constraints (none is handed out)."""
 
     status_code = 409
 

@@ -282,6 +282,8 @@ def cmd_study_show(args: argparse.Namespace) -> int:
         ("trials", f"{study.n_trials} handed out" + (f": {', '.join(counts)}" if counts else "")),
         ("best", best),
     ]
+    if spec.constraints:  # the size above counts only the configurations that satisfy them
+        lines.insert(5, ("where", "; ".join(spec.constraints)))
     if study.parent or study.children:
         lines.append(("lineage", _lineage(study)))
     print("\n".join(f"{key + ':':<11}{value}" for key, value in lines))

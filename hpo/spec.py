@@ -29,6 +29,7 @@ from pydantic import (
 
 import search_spaces
 
+from . import constraints as _constraints
 from ._errors import InvalidSpec
 from .vocabulary import AlgorithmName, EarlyStopping, OnOom, SamplerModel
 
@@ -532,6 +533,28 @@ class StudySpec(_Strict):
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    constraints: list[str] = Field(
+        default_factory=list,
+        description="expressions over parameter names that every trial's configuration "
+        "satisfies, e.g. 'hidden_size % num_heads == 0' (see README, Constraints)",
+    )
+
+    @field_validator("constraints", mode="before")
+    @classmethod
+    def _constraint_limits(cls, texts: Any) -> Any:
+        if not isinstance(texts, list):
+            return texts  # pydantic says it must be a list
+        if len(texts) > _constraints.MAX_CONSTRAINTS:
+            raise ValueError(
+                f"has {len(texts):,} entries, but the limit is {_constraints.MAX_CONSTRAINTS}; "
+                "combine them with 'and', or narrow the search space instead"
+            )
+        for i, text in enumerate(texts):
+            if isinstance(text, str):
+                problem = _text_problem(text[: _constraints.MAX_CONSTRAINT_CHARS + 1])
+                if problem:
+                    raise ValueError(f"constraint {i} {problem}")
+        return texts
 
     @field_validator("name")
     @classmethod
@@ -612,6 +635,8 @@ class StudySpec(_Strict):
                 f"algorithm.grace_period is {self.algorithm.grace_period} and budget.max_epochs "
                 f"is {self.budget.max_epochs}, but early stopping needs grace_period < max_epochs"
             )
+        if self.constraints:
+            _check_constraints(self)
         return self
 
     @property
@@ -672,6 +697,49 @@ def _check_grid(
         raise ValueError(
             f"algorithm.seed is {seed}, but grid search needs 0 <= seed <= {MAX_GRID_SEED} "
             "(numpy shuffles the grid with it)"
+        )
+
+
+#: points drawn to check that a space with constraints (other than a grid's) has feasible ones
+CONSTRAINT_SAMPLES = 4_096
+
+
+def _check_constraints(spec: StudySpec) -> None:
+    """Constraints parse over the space's names, and leave some configuration feasible: every
+    point of a grid is checked, other spaces by :data:`CONSTRAINT_SAMPLES` seeded draws."""
+    space = spec.search_space
+    try:
+        parsed = _constraints.parse_constraints(spec.constraints, _constraints.kinds_of(space))
+    except _constraints.ConstraintError as exc:
+        raise ValueError(str(exc)) from None
+    if spec.algorithm.name != AlgorithmName.GRID:
+        problem = _constraints.sampled_problem(parsed, space, CONSTRAINT_SAMPLES)
+        if problem:
+            raise ValueError(f"constraints: {problem}")
+        return
+    total = math.prod(p.grid_count() or 0 for p in space.values())
+    limit = _constraints.MAX_CONSTRAINED_GRID
+    if total > limit:
+        raise ValueError(
+            f"constraints: a grid with constraints may have at most {limit:,} points (each is "
+            f"checked), but this one has {_count(total)}; use a coarser 'step' or fewer "
+            "'choices', or algorithm random or bayesian with budget.max_trials"
+        )
+    names = {n for c in parsed for n in c.names}
+    combos = math.prod(space[n].grid_count() or 0 for n in names)
+    cost = sum(c.cost for c in parsed)
+    if combos * cost > _constraints.MAX_CHECK_WORK:
+        raise ValueError(
+            f"constraints: checking the grid's {combos:,} combinations of constrained values "
+            f"against constraints of {cost:,} operations in all is over the limit of "
+            f"{_constraints.MAX_CHECK_WORK:,} operations; simplify the constraints, or give the "
+            "parameters they name fewer values"
+        )
+    values = {name: param.grid_values() or [] for name, param in space.items()}
+    if not _constraints.grid_has_feasible(parsed, values):
+        raise ValueError(
+            f"constraints: none of the {total:,} points of the grid satisfies every constraint; "
+            "loosen the constraints or add values to the grid"
         )
 
 

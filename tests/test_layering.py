@@ -39,7 +39,8 @@ CORE_FORBIDDEN = (
 CLIENT_THIRD_PARTY = ("httpx", "pydantic")
 CLIENT_OURS = ("hpo.client", "hpo.schemas", "hpo.spec", "hpo._errors", "hpo.vocabulary")
 #: what those modules may pull in turn: hpo.spec reads preset spaces (YAML) from search_spaces
-CLIENT_CLOSURE_EXTRA = ("yaml", "search_spaces")
+#: and parses constraint expressions with hpo.constraints (standard library only)
+CLIENT_CLOSURE_EXTRA = ("yaml", "search_spaces", "hpo.constraints")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ Nothing here reads or writes storage; the service layer does the I/O.
 """
 
 from ._auto import AutoChoice, choose, in_force
+from ._constrained import feasible_grid_size, parsed_constraints
 from ._early_stopping import (
     MEDIAN_STARTUP_TRIALS,
     HalvingPlan,
@@ -47,6 +48,7 @@ __all__ = [
     "choose",
     "clean_params",
     "distributions",
+    "feasible_grid_size",
     "fork_problems",
     "fork_seed",
     "grid_point",
@@ -59,6 +61,7 @@ __all__ = [
     "missing_requirements",
     "needs_history",
     "promoted",
+    "parsed_constraints",
     "pruning_applies",
     "rung_step",
     "rung_steps",

@@ -2,10 +2,11 @@
 
 The rule, in order:
 
-1. **Grid** when every parameter has a finite set of values and the whole grid fits the
-   budget: at most ``budget.max_trials`` points, or at most ``max_total_epochs // max_epochs``
-   full-length trials (with neither set, a grid of at most :data:`SMALL_GRID` points). Trying
-   every point is then the best use of the budget, and nothing is left to chance.
+1. **Grid** when every parameter has a finite set of values and the whole grid (its points
+   that satisfy the ``constraints``) fits the budget: at most ``budget.max_trials`` points, or
+   at most ``max_total_epochs // max_epochs`` full-length trials (with neither set, a grid of
+   at most :data:`SMALL_GRID` points). Trying every point is then the best use of the budget,
+   and nothing is left to chance.
 2. **TPE, no early stopping** when there is no epoch axis to stop on: ``max_epochs`` below
    :data:`MIN_EPOCHS_TO_STOP` (a study that reports once, or a handful of times).
 3. Otherwise **TPE with Hyperband brackets** (in the spirit of BOHB): multivariate TPE draws
@@ -26,11 +27,19 @@ reason.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
-from ..spec import AlgorithmSpec, StudySpec
+from pydantic import TypeAdapter
+
+from ..constraints import MAX_CHECK_WORK, MAX_CONSTRAINED_GRID
+from ..spec import AlgorithmSpec, Param, StudySpec
 from ..vocabulary import AlgorithmName, EarlyStopping
+from ._constrained import feasible_grid_size, parsed_constraints
+from ._space import Space
 
 __all__ = ["MIN_EPOCHS_TO_STOP", "SMALL_GRID", "AutoChoice", "choose", "in_force"]
 
@@ -151,10 +160,34 @@ def _why_halving(
 
 
 def _grid_size(spec: StudySpec) -> int | None:
+    """The points of the grid that satisfy the constraints; None when the space has a
+    continuous parameter, or is too large to grid with its constraints."""
     counts = [param.grid_count() for param in spec.space.values()]
     if any(count is None for count in counts):
         return None
-    return math.prod(count for count in counts if count is not None)
+    total = math.prod(count for count in counts if count is not None)
+    if not spec.constraints:
+        return total
+    if total > MAX_CONSTRAINED_GRID:
+        return None
+    space_json = json.dumps({n: p.model_dump(mode="json") for n, p in spec.space.items()})
+    return _feasible_points(space_json, tuple(spec.constraints))
+
+
+@functools.lru_cache(maxsize=256)
+def _feasible_points(space_json: str, constraints: tuple[str, ...]) -> int | None:
+    """A pure function's memo: ``in_force`` runs on every report, and counting the feasible
+    points of a grid walks up to :data:`MAX_CONSTRAINED_GRID` of them."""
+    space: Space = _SPACE.validate_json(space_json)
+    parsed = parsed_constraints(space, constraints)
+    names = {name for constraint in parsed for name in constraint.names}
+    combos = math.prod(space[name].grid_count() or 0 for name in names)
+    if combos * sum(c.cost for c in parsed) > MAX_CHECK_WORK:
+        return None  # the spec would refuse to check such a grid: auto does not pick it
+    return feasible_grid_size(space, constraints)
+
+
+_SPACE: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Param])
 
 
 def _full_trials(spec: StudySpec) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +20,12 @@ from optuna.distributions import BaseDistribution
 
 from ..spec import AlgorithmSpec
 from ..vocabulary import AlgorithmName, FailureKind, TrialState
+from ._constrained import (
+    constrained_grid_point,
+    feasible_draw,
+    parsed_constraints,
+    redraw_seed,
+)
 from ._space import Space, clean_params, distributions, grid_points
 
 
@@ -155,14 +162,19 @@ def sample_params(
     number: int,
     direction: Literal["maximize", "minimize"],
     history: list[PastTrial] | None = None,
+    constraints: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The parameters of trial ``number``: a pure function of the algorithm, the seed, the
     trial number and (for a model-based sampler) the earlier trials.
 
     The sampler works on an in-memory Optuna study holding ``history``; nothing is read from
-    or written to a database here.
+    or written to a database here. With ``constraints``, only a feasible configuration is
+    returned (see :mod:`._constrained`).
     """
+    parsed = parsed_constraints(space, constraints)
     if algorithm.name == AlgorithmName.GRID:
+        if parsed:
+            return constrained_grid_point(space, parsed, seed=algorithm.seed, number=number)
         return grid_point(space, seed=algorithm.seed, number=number)
     dists = distributions(space)
     study = optuna.create_study(
@@ -172,6 +184,19 @@ def sample_params(
     if history:
         worst = _worse_than_all(history, direction)
         study.add_trials(_frozen(past, dists, worst) for past in history if _usable(past, dists))
+    if parsed:
+        return feasible_draw(
+            study,
+            dists,
+            space,
+            parsed,
+            sampler_for=lambda attempt: build_sampler(
+                algorithm.model_copy(update={"seed": redraw_seed(algorithm.seed, number, attempt)}),
+                space,
+                trial_number=number,
+            ),
+            fallback_seed=redraw_seed(algorithm.seed, number, 0),
+        )
     return clean_params(space, study.ask(dists).params)
 
 

@@ -148,6 +148,7 @@ def _draw(snap: _Snapshot, number: int) -> dict[str, Any]:
         number=number,
         direction=snap.spec.objective.direction,
         history=snap.history,
+        constraints=snap.spec.constraints,
     )
 
 

@@ -131,7 +131,7 @@ def spec_by_id(db: Database, session: Session, study_id: int) -> StudySpec:
 
 def size_of(spec: StudySpec) -> int | None:
     grid = (
-        algorithms.grid_size(spec.space)
+        algorithms.feasible_grid_size(spec.space, spec.constraints)
         if algorithms.in_force(spec).name == AlgorithmName.GRID
         else None
     )

@@ -65,10 +65,12 @@ def fork_study(
             )
             .order_by(TrialRow.number)
         ).all()
+        constraints = algorithms.parsed_constraints(spec.space, spec.constraints)
         kept = [
             t
             for t in finished
-            if algorithms.inheritable(
+            if all(constraint(t.params) for constraint in constraints)
+            and algorithms.inheritable(
                 state=t.state,
                 params=t.params,
                 value=t.value,
