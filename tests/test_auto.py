@@ -47,6 +47,21 @@ def test_a_grid_larger_than_the_budget_is_modelled_instead():
     assert "grid of 9 points is larger than the budget of 5" in choice.reason
 
 
+def test_a_grid_fits_by_its_points_that_satisfy_the_constraints():
+    data = {
+        "name": "s",
+        "objective": {"metric": "acc"},
+        "search_space": DISCRETE,
+        "constraints": ["batch_size * num_layers <= 128"],
+        "budget": {"max_trials": 7},
+    }
+    choice = algorithms.choose(parse_spec(data))
+    assert choice.algorithm.name == "grid"
+    assert "grid of 7 points" in choice.reason
+    unconstrained = algorithms.choose(parse_spec({**data, "constraints": []}))
+    assert unconstrained.algorithm.name == "bayesian", "9 points do not fit 7 trials"
+
+
 def test_no_epoch_axis_means_plain_tpe():
     choice = algorithms.choose(spec(max_epochs=1))
     assert (choice.algorithm.name, choice.algorithm.model) == ("bayesian", "tpe")

@@ -111,6 +111,19 @@ def test_a_space_with_other_parameters_or_choices_keeps_none_that_do_not_fit(api
     assert sorted(client.get_study("parent").children) == ["adam", "extra", "fewer", "wider"]
 
 
+def test_a_fork_with_constraints_inherits_only_the_trials_that_satisfy_them(api, client):
+    parent = _parent(client)
+    completed = [t for t in parent if t.state == "completed"]
+    fork = api.post(
+        "/api/v1/studies/parent/fork",
+        json=_fork_spec("constrained", constraints=["x * n <= 2"]),
+    )
+    assert fork.status_code == 201, fork.text
+    kept = [t.number for t in completed if t.params["x"] * t.params["n"] <= 2]
+    assert 0 < len(kept) < len(completed)
+    assert [t.inherited_from for t in client.trials("constrained")] == kept
+
+
 def test_another_algorithm_and_more_budget(api, client):
     space = {**SPACE, "x": {"type": "float", "low": 0.0, "high": 1.0, "step": 0.5}}
     _parent(client, n=8, search_space=space)
