@@ -450,6 +450,17 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def task_table(summary: dict[str, Any], epochs: int) -> str:
+    """Mean best per task at ``epochs``: a result must hold on every task, not on average."""
+    tasks = list(next(iter(summary.values()))["per_task"])
+    header = f"{'at ' + str(epochs) + ' epochs':22s}" + "".join(f"{t:>9s}" for t in tasks)
+    rows = [header, "-" * len(header)]
+    for method, s in summary.items():
+        cells = "".join(f"{s['per_task'][t].get(epochs, math.nan):9.4f}" for t in tasks)
+        rows.append(f"{method:22s}{cells}")
+    return "\n".join(rows)
+
+
 def figure(summary: dict[str, Any], budget: int, path: Path, subtitle: str) -> None:
     import plotly.graph_objects as go
 
@@ -545,8 +556,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ray-engine", choices=("objects", "tuner"), default="objects")
     parser.add_argument("--postgres-url", default=os.environ.get("HPO_BENCH_POSTGRES_URL"))
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "search_efficiency")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write every run's curve here")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="summarize and draw the runs a previous --json holds, without running anything",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        report_saved(args)
+        return
 
     tasks = [t for t in args.tasks.split(",") if t]
     methods = [m for m in args.algorithms.split(",") if m]
@@ -578,20 +598,6 @@ def main(argv: list[str] | None = None) -> None:
                 lambda m, t, s: ray_tune_objects(surrogate, m, t, s, args.budget, args.parallelism),
                 started,
             )
-    summary = summarize(runs, args.budget)
-    subtitle = (
-        f"LCBench surrogate, tasks {', '.join(tasks)}; {args.seeds} seeds each; "
-        f"{args.parallelism} trials in flight; hpo through its REST trial protocol on "
-        f"PostgreSQL"
-    )
-    print(table(summary))
-    for line in targets(summary, args.budget):
-        print(line)
-    for run in runs:
-        if run.method == "auto" and run.chose:
-            print(f"auto chose: {run.chose}")
-            break
-    figure(summary, args.budget, args.figure, subtitle)
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -618,7 +624,51 @@ def main(argv: list[str] | None = None) -> None:
                 indent=1,
             )
         )
+    report(runs, args.budget, args.figure, _subtitle(tasks, args.seeds, args.parallelism))
     log(f"done in {time.perf_counter() - started:.0f} s")
+
+
+def report_saved(args: argparse.Namespace) -> None:
+    saved = json.loads(args.from_json.read_text())
+    runs = [
+        Run(
+            r["method"],
+            r["task"],
+            r["seed"],
+            [(int(f[0]), float(f[1])) for f in r["finished"]],
+            r["epochs"],
+            r["trials"],
+            r["seconds"],
+            r.get("chose", ""),
+        )
+        for r in saved["runs"]
+    ]
+    subtitle = _subtitle(saved["tasks"], saved["seeds"], saved["parallelism"])
+    report(runs, saved["budget"], args.figure, subtitle)
+
+
+def _subtitle(tasks: list[str], seeds: int, parallelism: int) -> str:
+    return (
+        f"LCBench surrogate, tasks {', '.join(tasks)}; {seeds} seeds each; {parallelism} "
+        "trials in flight; hpo through its REST trial protocol on PostgreSQL"
+    )
+
+
+def report(runs: list[Run], budget: int, path: Path, subtitle: str) -> None:
+    summary = summarize(runs, budget)
+    print(table(summary))
+    for epochs in CHECKPOINTS:
+        if epochs <= budget:
+            print()
+            print(task_table(summary, epochs))
+    print()
+    for line in targets(summary, budget):
+        print(line)
+    for run in runs:
+        if run.method == "auto" and run.chose:
+            print(f"auto chose: {run.chose}")
+            break
+    figure(summary, budget, path, subtitle)
 
 
 def _all(
