@@ -385,10 +385,14 @@ def summarize(runs: list[Run], budget: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for method in methods:
         mine = [r for r in runs if r.method == method]
-        curves = np.array([r.curve(budget) for r in mine])
-        complete = ~np.isnan(curves).any(axis=0)
-        mean = np.where(complete, np.nanmean(np.where(np.isnan(curves), 0, curves), axis=0), np.nan)
-        sem = np.where(complete, curves.std(axis=0, ddof=1) / math.sqrt(len(mine)), np.nan)
+        # the spread is over seeds: each seed's curve is its mean over the tasks (the tasks
+        # differ in how good a model can get; that is no spread of the method's)
+        seeds = sorted({r.seed for r in mine})
+        by_seed = np.array(
+            [np.mean([r.curve(budget) for r in mine if r.seed == seed], axis=0) for seed in seeds]
+        )
+        mean = by_seed.mean(axis=0)  # NaN until every run has a finished trial
+        sem = by_seed.std(axis=0, ddof=1) / math.sqrt(len(seeds)) if len(seeds) > 1 else 0 * mean
         out[method] = {
             "runs": len(mine),
             "mean": mean,
@@ -501,7 +505,7 @@ def figure(summary: dict[str, Any], budget: int, path: Path, subtitle: str) -> N
             "text": f"Best final validation accuracy against epochs spent<br><sup>{subtitle}</sup>"
         },
         xaxis_title="epochs spent (all trials)",
-        yaxis_title="best final accuracy (mean ± s.e.)",
+        yaxis_title="best final accuracy (mean; band: ± s.e. over seeds)",
         template="plotly_white",
         width=1000,
         height=600,
