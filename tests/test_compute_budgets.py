@@ -23,6 +23,8 @@ from hpo.budget import (
     room_for_retry,
 )
 from hpo.spec import StudySpec
+from tests._protocol import ask as _ask
+from tests._protocol import post as _post
 from tests.conftest import make_spec
 
 # -- the pure rule -------------------------------------------------------------------------
@@ -126,24 +128,6 @@ def test_a_bad_compute_budget_is_refused_with_the_reason_and_nothing_is_stored(
 
 
 # -- over the API, on both databases --------------------------------------------------------
-
-
-def _ask(api, study="s1"):
-    resp = api.post(f"/api/v1/studies/{study}/trials")
-    assert resp.status_code == 201, resp.text
-    trial = resp.json()
-    trial["auth"] = {"Authorization": f"Bearer {trial['token']}"}
-    return trial
-
-
-def _post(api, trial, action, body, study="s1"):
-    resp = api.post(
-        f"/api/v1/studies/{study}/trials/{trial['number']}/{action}",
-        json=body,
-        headers=trial["auth"],
-    )
-    assert resp.status_code == 200, resp.text
-    return resp.json()
 
 
 def _run(api, trial, steps, end=None):

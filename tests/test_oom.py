@@ -12,27 +12,11 @@ import pytest
 from hpo.algorithms import PastTrial, sample_params
 from hpo.oom import AttemptBatch, attempt_batch, halved
 from hpo.spec import parse_spec
+from tests._protocol import ask as _ask
+from tests._protocol import post as _post
 from tests.conftest import make_spec
 from workers.runner import _failure_kind
 from workers.workloads import synthetic
-
-
-def _ask(api, study="s1"):
-    resp = api.post(f"/api/v1/studies/{study}/trials")
-    assert resp.status_code == 201, resp.text
-    trial = resp.json()
-    trial["auth"] = {"Authorization": f"Bearer {trial['token']}"}
-    return trial
-
-
-def _post(api, trial, action, body, study="s1"):
-    resp = api.post(
-        f"/api/v1/studies/{study}/trials/{trial['number']}/{action}",
-        json=body,
-        headers=trial["auth"],
-    )
-    assert resp.status_code == 200, resp.text
-    return resp.json()
 
 
 def _oom(api, trial, study="s1"):
