@@ -249,10 +249,12 @@ def ray_tune_objects(
 ) -> Run:
     """Ray Tune's ASHAScheduler and searcher make every decision; trials run round-robin, one
     epoch each per turn, ``parallelism`` at a time, like the Tuner's actors."""
+    import optuna
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial otherwise
     run = Run(method, task, seed)
     started = time.perf_counter()
     space = ray_space(SEARCH_SPACE)
