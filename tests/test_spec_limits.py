@@ -315,7 +315,7 @@ BAD = [
         "algorithm that is not a string",
         {"algorithm": {"name": 3}},
         "algorithm.name",
-        "unknown algorithm 3; choose one of grid, random, bayesian, asha",
+        "unknown algorithm 3; choose one of auto, grid, random, bayesian, asha",
     ),
 ]
 
