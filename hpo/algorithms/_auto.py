@@ -9,14 +9,22 @@ The rule, in order:
    and nothing is left to chance.
 2. **TPE, no early stopping** when there is no epoch axis to stop on: ``max_epochs`` below
    :data:`MIN_EPOCHS_TO_STOP` (a study that reports once, or a handful of times).
-3. Otherwise **TPE with Hyperband brackets** (in the spirit of BOHB): multivariate TPE draws
-   every configuration, and successive halving with ``reduction_factor`` 3 stops weak trials at
-   rungs ``r, 3r, 9r, ...`` below ``max_epochs``, where the first rung ``r`` is
-   ``max_epochs / 27`` (at least 1), so that there are about three rungs. Hyperband spreads the
-   trials over brackets that start halving at ``r``, ``3r`` and ``9r``: the later brackets judge
-   on longer curves, a hedge against tasks whose early epochs rank configurations poorly (a
-   good configuration that starts slow survives there), while the first bracket still buys many
-   cheap looks.
+3. Otherwise **random search with successive halving** (``asha``): ``reduction_factor`` 3,
+   rungs at ``r, 3r, 9r, ...`` below ``max_epochs``, the first rung ``r`` at ``max_epochs / 27``
+   (at least 1), so about three rungs. Two measured lessons shape it
+   (``benchmarks/search_efficiency.py``, LCBench, six tasks by five seeds):
+
+   - a model that steers which configurations to try (TPE) while early stopping judges them on
+     their first epochs learns to propose configurations that *start* fast; those then set
+     every rung, and the search collapses on tasks where early epochs mislead. Random
+     configurations keep the rungs honest, and successive halving still spends most epochs on
+     the best of many (about 140 configurations in 20 trials' worth of epochs);
+   - the first epoch ranks configurations worst of all, so no rung judges before
+     ``max_epochs / 27`` epochs: a hedge against misleading early epochs at almost no cost.
+
+   With a model asked for beside ``auto`` (``model``, ``n_startup_trials`` or an
+   ``early_stopping`` rule of the user's), it is TPE with that rule, Hyperband by default, whose
+   later brackets judge only on longer curves.
 
 Fields set beside ``name: auto`` to something other than their default (``seed``,
 ``n_startup_trials``, ``early_stopping``, ``reduction_factor``, ``grace_period``, ``model``)
@@ -109,22 +117,41 @@ def choose(spec: StudySpec) -> AutoChoice:
         if "grace_period" in kept
         else max(1, round(max_epochs / eta**AUTO_RUNGS))
     )
-    grace = min(grace, max_epochs - 1)
-    algorithm = AlgorithmSpec.model_validate(
-        {
-            "early_stopping": EarlyStopping.HYPERBAND,
-            **kept,
-            "name": AlgorithmName.BAYESIAN,
-            "reduction_factor": eta,
-            "grace_period": grace,
-        }
-    )
-    rule = str(algorithm.pruner)
+    halving = {"reduction_factor": eta, "grace_period": min(grace, max_epochs - 1)}
+    first = _why_not_grid(grid, fits)
+    if kept.keys() & _MODEL_FIELDS:
+        algorithm = AlgorithmSpec.model_validate(
+            {
+                "early_stopping": EarlyStopping.HYPERBAND,
+                **kept,
+                **halving,
+                "name": AlgorithmName.BAYESIAN,
+            }
+        )
+        rule = str(algorithm.pruner)
+        return AutoChoice(
+            algorithm,
+            f"bayesian (TPE) + {rule} (reduction factor {eta}, first rung at epoch "
+            f"{algorithm.grace_period})",
+            f"{first}; the spec asks for a model beside auto, so TPE models the results, with "
+            f"{rule} early stopping",
+        )
+    algorithm = AlgorithmSpec.model_validate({**kept, **halving, "name": AlgorithmName.ASHA})
     return AutoChoice(
         algorithm,
-        f"bayesian (TPE) + {rule} (reduction factor {eta}, first rung at epoch {grace})",
-        _why_halving(grid, fits, max_epochs, rule, grace, eta),
+        f"asha: random search + successive halving (reduction factor {eta}, first rung at "
+        f"epoch {algorithm.grace_period})",
+        f"{first}; successive halving tries many random configurations and gives the epochs "
+        f"to the best 1/{eta} at each rung (epochs {_rungs(algorithm, max_epochs)}), judging "
+        f"none before epoch {algorithm.grace_period}, since the first epochs rank "
+        "configurations worst; random draws, not a model, because a model steering the draws "
+        "while early stopping judges them learns to favour configurations that merely start "
+        "fast (measured: benchmarks/search_efficiency.py)",
     )
+
+
+#: fields that, set beside ``name: auto``, ask for a model-based sampler
+_MODEL_FIELDS = {"model", "n_startup_trials", "early_stopping"}
 
 
 def _kept(given: AlgorithmSpec) -> dict[str, object]:
@@ -138,25 +165,22 @@ def _kept(given: AlgorithmSpec) -> dict[str, object]:
     }
 
 
-def _why_halving(
-    grid: int | None, fits: int | None, max_epochs: int, rule: str, grace: int, eta: int
-) -> str:
-    if grid is not None:
-        first = (
+def _why_not_grid(grid: int | None, fits: int | None) -> str:
+    if grid is None:
+        return "the space has continuous parameters (or is too large to grid with constraints)"
+    if fits is not None:
+        return (
             f"the grid of {grid:,} points is larger than the budget of {fits:,} full-length trials"
-            if fits is not None
-            else f"the grid of {grid:,} points is large and no trial or epoch budget bounds it"
         )
-    else:
-        first = "the space has continuous parameters, so a grid cannot cover it"
-    if rule != EarlyStopping.HYPERBAND:
-        return f"{first}; TPE models the results, with the early stopping the spec set ({rule})"
-    return (
-        f"{first}; TPE models the results, and Hyperband brackets stop weak trials early "
-        f"(rungs from epoch {grace}, keeping the best 1/{eta}), some brackets only after "
-        f"{grace * eta} or {grace * eta * eta} of the {max_epochs} epochs, a hedge against "
-        "early epochs that rank configurations poorly"
-    )
+    return f"the grid of {grid:,} points is large and no trial or epoch budget bounds it"
+
+
+def _rungs(algorithm: AlgorithmSpec, max_epochs: int) -> str:
+    steps, step = [], algorithm.grace_period
+    while step < max_epochs:
+        steps.append(str(step))
+        step *= algorithm.reduction_factor
+    return ", ".join(steps)
 
 
 def _grid_size(spec: StudySpec) -> int | None:
