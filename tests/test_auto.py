@@ -41,9 +41,9 @@ def test_a_grid_that_fits_the_budget_is_searched_as_a_grid():
     assert epochs.algorithm.name == "grid"
 
 
-def test_a_grid_larger_than_the_budget_is_modelled_instead():
+def test_a_grid_larger_than_the_budget_is_halved_instead():
     choice = algorithms.choose(spec(DISCRETE, max_trials=5, max_epochs=30))
-    assert (choice.algorithm.name, choice.algorithm.pruner) == ("bayesian", "hyperband")
+    assert (choice.algorithm.name, choice.algorithm.pruner) == ("asha", "asha")
     assert "grid of 9 points is larger than the budget of 5" in choice.reason
 
 
@@ -59,7 +59,7 @@ def test_a_grid_fits_by_its_points_that_satisfy_the_constraints():
     assert choice.algorithm.name == "grid"
     assert "grid of 7 points" in choice.reason
     unconstrained = algorithms.choose(parse_spec({**data, "constraints": []}))
-    assert unconstrained.algorithm.name == "bayesian", "9 points do not fit 7 trials"
+    assert unconstrained.algorithm.name == "asha", "9 points do not fit 7 trials"
 
 
 def test_no_epoch_axis_means_plain_tpe():
@@ -70,22 +70,32 @@ def test_no_epoch_axis_means_plain_tpe():
 
 
 @pytest.mark.parametrize(("max_epochs", "grace"), [(10, 1), (52, 2), (100, 4), (1000, 37)])
-def test_hyperband_rungs_scale_with_max_epochs(max_epochs, grace):
-    chosen = algorithms.choose(spec(max_epochs=max_epochs)).algorithm
-    assert (chosen.name, chosen.pruner, chosen.reduction_factor) == ("bayesian", "hyperband", 3)
+def test_the_first_rung_scales_with_max_epochs(max_epochs, grace):
+    choice = algorithms.choose(spec(max_epochs=max_epochs))
+    chosen = choice.algorithm
+    assert (chosen.name, chosen.pruner, chosen.reduction_factor) == ("asha", "asha", 3)
     assert chosen.grace_period == grace
-    plan = algorithms.halving_plan(chosen, spec(max_epochs=max_epochs).budget)
-    assert plan is not None and plan.n_brackets >= 2, "brackets that judge on longer curves"
+    steps = algorithms.rung_steps(
+        algorithms.halving_plan(chosen, spec(max_epochs=max_epochs).budget)
+    )
+    assert 2 <= len(steps) <= 4, "about three rungs below max_epochs"
+    assert f"epochs {', '.join(map(str, steps))}" in choice.reason
 
 
 def test_what_the_user_set_beside_auto_is_kept():
     chosen = algorithms.choose(
-        spec(
-            algorithm={"name": "auto", "seed": 7, "early_stopping": "asha", "grace_period": 3},
-            max_epochs=30,
-        )
+        spec(algorithm={"name": "auto", "seed": 7, "grace_period": 3}, max_epochs=30)
     ).algorithm
-    assert (chosen.seed, chosen.pruner, chosen.grace_period) == (7, "asha", 3)
+    assert (chosen.name, chosen.seed, chosen.grace_period) == ("asha", 7, 3)
+
+
+def test_a_model_asked_for_beside_auto_gets_tpe_with_hyperband():
+    for extra in ({"model": "gp"}, {"n_startup_trials": 5}, {"early_stopping": "median"}):
+        choice = algorithms.choose(spec(algorithm={"name": "auto", **extra}, max_epochs=52))
+        assert choice.algorithm.name == "bayesian", extra
+        assert "asks for a model beside auto" in choice.reason
+    hyperband = algorithms.choose(spec(algorithm={"name": "auto", "model": "gp"}, max_epochs=52))
+    assert (hyperband.algorithm.pruner, hyperband.algorithm.grace_period) == ("hyperband", 2)
 
 
 @pytest.fixture
@@ -108,7 +118,8 @@ def test_an_auto_study_says_what_it_chose_and_stops_weak_trials(client):
     )
     assert study.spec.algorithm.name == "auto"
     assert study.algorithm_choice is not None
-    assert study.algorithm_choice.summary.startswith("bayesian (TPE) + hyperband")
+    assert study.algorithm_choice.summary.startswith("asha: random search + successive halving")
+    assert study.algorithm_choice.algorithm.grace_period == 1
     assert "continuous parameters" in study.algorithm_choice.reason
     assert client.get_study("auto-study").algorithm_choice == study.algorithm_choice
     stopped = 0
@@ -122,7 +133,7 @@ def test_an_auto_study_says_what_it_chose_and_stops_weak_trials(client):
             elif trial.report(epoch, {"acc": acc}):
                 stopped += 1
                 break
-    assert stopped >= 10, "Hyperband's rungs stop weak trials of an auto study"
+    assert stopped >= 10, "successive halving stops weak trials of an auto study"
     assert client.get_study("auto-study").status == "completed"
 
 
@@ -165,7 +176,7 @@ def test_the_study_page_shows_what_auto_chose(tmp_path):
             page.wait_for_selector("body[data-loaded='study']", timeout=30_000)
             choice = page.locator("#algorithm-choice")
             expect(choice).to_be_visible()
-            expect(choice).to_contain_text("auto chose: bayesian (TPE) + hyperband")
+            expect(choice).to_contain_text("auto chose: asha: random search + successive")
             expect(choice).to_contain_text("first rung at epoch 2")
             context.close()
     finally:
