@@ -299,6 +299,34 @@ def test_tpe_on_a_fork_proposes_near_the_parents_best_trials(client):
     assert spread(forked) < 0.7 * spread(fresh), (spread(forked), spread(fresh))
 
 
+def test_auto_on_a_fork_models_the_inherited_trials(client):
+    """auto would search a continuous space with epochs at random; on a fork with history it
+    runs TPE (with Hyperband), so the fork's first proposals also gather near the parent's best
+    trials."""
+    parent = make_spec(
+        "parent",
+        search_space=PLANE,
+        algorithm={"name": "random", "seed": 11},
+        budget={"max_trials": 30, "max_epochs": 10},
+    )
+    client.create_study(parent)
+    _run(client, "parent", 30, _peak)
+    best = sorted(client.trials("parent"), key=lambda t: -(t.value or -9))[:5]
+    centre = (sum(t.params["x"] for t in best) / 5, sum(t.params["y"] for t in best) / 5)
+    auto = {**parent, "algorithm": {"name": "auto", "seed": 5}}
+    fork = client.fork_study("parent", {**auto, "name": "fork"})
+    fresh = client.create_study({**auto, "name": "fresh"})
+    assert fresh.algorithm_choice is not None and fresh.algorithm_choice.algorithm.name == "asha"
+    assert fork.algorithm_choice is not None
+    assert fork.algorithm_choice.summary.startswith("bayesian (TPE) + hyperband")
+
+    def spread(points: list[tuple[float, float]]) -> float:
+        return sum(math.dist(p, centre) for p in points) / len(points)
+
+    forked, at_random = _first_proposals(client, "fork"), _first_proposals(client, "fresh")
+    assert spread(forked) < 0.7 * spread(at_random), (spread(forked), spread(at_random))
+
+
 # -- the pure rule ------------------------------------------------------------------------
 
 

@@ -3,7 +3,7 @@
 Nothing here reads or writes storage; the service layer does the I/O.
 """
 
-from ._auto import AutoChoice, choose, in_force
+from ._auto import AutoChoice, choose, for_fork, in_force
 from ._constrained import feasible_grid_size, parsed_constraints
 from ._early_stopping import (
     MEDIAN_STARTUP_TRIALS,
@@ -49,6 +49,7 @@ __all__ = [
     "clean_params",
     "distributions",
     "feasible_grid_size",
+    "for_fork",
     "fork_problems",
     "fork_seed",
     "grid_point",

@@ -49,7 +49,7 @@ from ..vocabulary import AlgorithmName, EarlyStopping
 from ._constrained import feasible_grid_size, parsed_constraints
 from ._space import Space
 
-__all__ = ["MIN_EPOCHS_TO_STOP", "SMALL_GRID", "AutoChoice", "choose", "in_force"]
+__all__ = ["MIN_EPOCHS_TO_STOP", "SMALL_GRID", "AutoChoice", "choose", "for_fork", "in_force"]
 
 #: with no trial or epoch budget, a discrete space of at most this many points is searched as
 #: a grid (it then ends by itself once every point was tried)
@@ -152,6 +152,19 @@ def choose(spec: StudySpec) -> AutoChoice:
 
 #: fields that, set beside ``name: auto``, ask for a model-based sampler
 _MODEL_FIELDS = {"model", "n_startup_trials", "early_stopping"}
+
+
+def for_fork(spec: StudySpec) -> StudySpec:
+    """The spec a fork with history is stored with: ``auto`` that would search at random asks
+    for a model instead (TPE + Hyperband), so that the inherited trials guide the search.
+    Any other spec is kept as it is (a grid tries its points, and TPE uses history anyway)."""
+    if (
+        spec.algorithm.name != AlgorithmName.AUTO
+        or choose(spec).algorithm.name != AlgorithmName.ASHA
+    ):
+        return spec
+    modelled = spec.algorithm.model_copy(update={"early_stopping": EarlyStopping.HYPERBAND})
+    return spec.model_copy(update={"algorithm": modelled})
 
 
 def _kept(given: AlgorithmSpec) -> dict[str, object]:

@@ -78,8 +78,9 @@ def fork_study(
                 algorithm=algorithms.in_force(spec).name,
             )
         ]
+        stored = algorithms.for_fork(spec) if kept else spec
         row = insert_study(
-            session, spec=spec, created_by=created_by, parent_id=source.id, inherited=len(kept)
+            session, spec=stored, created_by=created_by, parent_id=source.id, inherited=len(kept)
         )
         if kept:
             session.execute(
