@@ -98,7 +98,8 @@ BUILTIN: dict[str, WorkloadInfo] = {
             default_objective=("val_accuracy", "maximize"),
             options={
                 "epoch_seconds": "seconds each epoch sleeps (default 0.2)",
-                "fail_when": "a Python-free rule {param: value} that makes the trial raise",
+                "raise_when": "{param: [values]}: a trial whose param takes one of the values "
+                "raises (a failure for tests)",
                 "memory_limit": "raise the out-of-memory error of torch when batch_size x "
                 "num_layers x hidden_size (those the trial has) exceeds this number",
             },
