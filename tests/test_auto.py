@@ -47,6 +47,14 @@ def test_a_grid_larger_than_the_budget_is_halved_instead():
     assert "grid of 9 points is larger than the budget of 5" in choice.reason
 
 
+def test_auto_grids_only_what_a_grid_study_may_run():
+    huge = {f"p{i}": {"type": "int", "low": 0, "high": 9} for i in range(7)}  # 10**7 points
+    assert algorithms.choose(spec(huge, max_trials=2**31 - 1)).algorithm.name == "asha"
+    negative_seed = {"name": "auto", "seed": -1}
+    chosen = algorithms.choose(spec(DISCRETE, algorithm=negative_seed, max_trials=9)).algorithm
+    assert chosen.name == "asha", "numpy shuffles a grid with seeds 0 .. 2**32 - 1 only"
+
+
 def test_a_grid_fits_by_its_points_that_satisfy_the_constraints():
     data = {
         "name": "s",

@@ -44,7 +44,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from ..constraints import MAX_CHECK_WORK, MAX_CONSTRAINED_GRID
-from ..spec import AlgorithmSpec, Param, StudySpec
+from ..spec import MAX_GRID_POINTS, MAX_GRID_SEED, AlgorithmSpec, Param, StudySpec
 from ..vocabulary import AlgorithmName, EarlyStopping
 from ._constrained import feasible_grid_size, parsed_constraints
 from ._space import Space
@@ -84,7 +84,7 @@ def choose(spec: StudySpec) -> AutoChoice:
     kept = _kept(spec.algorithm)
     grid = _grid_size(spec)
     fits = _full_trials(spec)
-    if grid is not None and (grid <= fits if fits is not None else grid <= SMALL_GRID):
+    if grid is not None and _may_grid(spec, grid, fits):
         room = (
             f"the budget of {fits:,} full-length trials"
             if fits is not None
@@ -176,6 +176,15 @@ def _kept(given: AlgorithmSpec) -> dict[str, object]:
         for field in AlgorithmSpec.model_fields
         if field != "name" and getattr(given, field) != getattr(defaults, field)
     }
+
+
+def _may_grid(spec: StudySpec, grid: int, fits: int | None) -> bool:
+    """Whether the whole grid fits the budget, and is one a grid study may run (at most
+    MAX_GRID_POINTS points, a seed numpy shuffles with)."""
+    seed = spec.algorithm.seed
+    if grid > MAX_GRID_POINTS or (seed is not None and not 0 <= seed <= MAX_GRID_SEED):
+        return False
+    return grid <= fits if fits is not None else grid <= SMALL_GRID
 
 
 def _why_not_grid(grid: int | None, fits: int | None) -> str:
