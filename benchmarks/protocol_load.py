@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import math
 import os
@@ -180,9 +181,32 @@ def _json(raw: bytes) -> Any:
 def make_http(
     kind: str, base: str, connections: int, timeout: float, api_key: str | None = None
 ) -> Http:
+    """A client of the controller at ``base``; of several (``base`` a comma-separated list,
+    ``--controllers N``), one that sends each request to the next controller in turn."""
+    bases = base.split(",")
+    if len(bases) > 1:
+        per = max(connections // len(bases), 1)
+        return SpreadHttp([make_http(kind, b, per, timeout, api_key) for b in bases])
     if kind == "httpx":
         return HttpxHttp(base, connections, timeout, api_key)
     return AiohttpHttp(base, connections, timeout, api_key)
+
+
+class SpreadHttp:
+    """Requests spread over several controllers on one database, in turn: a trial's report
+    may reach another controller than its ask, as behind a load balancer."""
+
+    def __init__(self, parts: list[Any]) -> None:
+        self._parts = parts
+        self._next = itertools.cycle(parts)
+        self.name = f"{parts[0].name} x {len(parts)} controllers"
+
+    async def call(self, *args: Any, **kwargs: Any) -> Any:
+        return await next(self._next).call(*args, **kwargs)
+
+    async def close(self) -> None:
+        for part in self._parts:
+            await part.close()
 
 
 # --------------------------------------------------------------------------- CPU accounting
@@ -227,12 +251,18 @@ class Meter:
 
     controller_pid: int | None = None
     postgres_pid: int | None = None
+    #: more controllers (``--controllers N``): their CPU counts under "controller" too
+    other_controller_pids: tuple[int, ...] = ()
+
+    def _controllers(self) -> float | None:
+        parts = [tree_cpu(pid) for pid in (self.controller_pid, *self.other_controller_pids)]
+        return None if any(p is None for p in parts) else sum(p or 0.0 for p in parts)
 
     def snapshot(self) -> dict[str, float | None]:
         return {
             "wall": time.perf_counter(),
             "client": time.process_time(),
-            "controller": tree_cpu(self.controller_pid),
+            "controller": self._controllers(),
             "postgres": tree_cpu(self.postgres_pid),
             "machine": machine_busy(),
         }
@@ -856,6 +886,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     parser.add_argument("--client", choices=["aiohttp", "httpx"], default="aiohttp")
     parser.add_argument(
+        "--controllers",
+        type=int,
+        default=1,
+        help="controller processes on the one database; requests go to each in turn",
+    )
+    parser.add_argument(
         "--postgres-url",
         default=os.environ.get("HPO_BENCH_POSTGRES_URL"),
         help="an existing server (a superuser or CREATEDB role); default: a throwaway one",
@@ -933,11 +969,15 @@ def measure(args: argparse.Namespace) -> None:
         database_url = stack.enter_context(fresh_database(server_url))
         log_path = tmp / "controller.log"
         key = _admin_key(database_url) if args.api_key else None
-        log("starting the controller")
-        base, controller_pid = stack.enter_context(controller(database_url, log_path))
+        log(f"starting {args.controllers} controller(s)")
+        started = [
+            stack.enter_context(controller(database_url, log_path.with_suffix(f".{i}.log")))
+            for i in range(args.controllers)
+        ]
+        pids = [pid for _, pid in started]
         run = Run(
-            base=base,
-            meter=Meter(controller_pid, postgres_pid),
+            base=",".join(base for base, _ in started),
+            meter=Meter(pids[0], postgres_pid, tuple(pids[1:])),
             client=args.client,
             duration=args.duration,
             warmup=args.warmup,
@@ -949,7 +989,10 @@ def measure(args: argparse.Namespace) -> None:
             api_key=key,
         )
         results = asyncio.run(run_phases(run, args))
-        errors = server_errors(log_path)
+        errors: dict[str, int] = {}
+        for i in range(args.controllers):
+            for line, count in server_errors(log_path.with_suffix(f".{i}.log")).items():
+                errors[line] = errors.get(line, 0) + count
     report(args, run, results, errors, load_before)
 
 
@@ -978,6 +1021,7 @@ def report(
         log(f"figures written to {args.json}")
     print(
         f"protocol load on PostgreSQL{' with an API key' if run.api_key else ''}, "
+        f"{args.controllers} controller(s), "
         f"{describe_code()}, {os.cpu_count()} CPUs, "
         f"client {run.client_name}; {args.duration:g} s per phase after {args.warmup:g} s "
         f"warm-up; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after"
