@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from api import create_app
 from hpo import algorithms
 from hpo.client import Client
-from hpo.settings import Settings
 from hpo.spec import parse_spec
 
 CONTINUOUS = {
@@ -104,14 +101,6 @@ def test_a_model_asked_for_beside_auto_gets_tpe_with_hyperband():
         assert "asks for a model beside auto" in choice.reason
     hyperband = algorithms.choose(spec(algorithm={"name": "auto", "model": "gp"}, max_epochs=52))
     assert (hyperband.algorithm.pruner, hyperband.algorithm.grace_period) == ("hyperband", 2)
-
-
-@pytest.fixture
-def client(db_url):
-    app = create_app(Settings(database_url=db_url))
-    with TestClient(app, base_url="http://localhost") as http:
-        yield Client(http=http)
-    app.state.db.dispose()
 
 
 def test_an_auto_study_says_what_it_chose_and_stops_weak_trials(client):

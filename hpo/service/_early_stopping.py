@@ -75,7 +75,9 @@ def judge(
             )
         return Verdict(outcome.stop, outcome.next_rung)
     if algorithm.pruner == EarlyStopping.MEDIAN:
-        stop = _median(session, study_id, spec, run_id, step=step, value=value)
+        stop = _median(
+            session, study_id, spec, run_id, step=step, value=value, warmup=algorithm.grace_period
+        )
         return Verdict(stop, next_rung)
     return Verdict(False, next_rung)
 
@@ -103,7 +105,14 @@ def _standing(
 
 
 def _median(
-    session: Session, study_id: int, spec: StudySpec, run_id: int, *, step: int, value: float
+    session: Session,
+    study_id: int,
+    spec: StudySpec,
+    run_id: int,
+    *,
+    step: int,
+    value: float,
+    warmup: int,
 ) -> bool:
     completed = session.scalar(
         select(func.count())
@@ -133,6 +142,6 @@ def _median(
         best_so_far=best,
         completed_trials=int(completed or 0),
         completed_at_step=list(at_step),
-        warmup_steps=algorithms.in_force(spec).grace_period,
+        warmup_steps=warmup,
         maximize=maximize,
     )
