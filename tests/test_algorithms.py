@@ -9,8 +9,10 @@ import math
 
 import pytest
 from fastapi.testclient import TestClient
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from api import create_app
+from hpo.algorithms._space import contains
 from hpo.client import Client
 from hpo.settings import Settings
 
@@ -142,3 +144,27 @@ def test_other_early_stopping_rules_combine_with_bayesian(pg_client, rule):
     counts = pg_client.get_study(f"bo-{rule}").trial_counts
     assert counts["pruned"] >= 4, counts
     assert counts["completed"] >= 1 and counts["running"] == 0
+
+
+@pytest.mark.parametrize(
+    ("dist", "value", "expected"),
+    [
+        (FloatDistribution(0.0, 1.0), 0.5, True),
+        (FloatDistribution(0.0, 1.0), 1.5, False),
+        (FloatDistribution(0.0, 1.0), math.nan, False),
+        (FloatDistribution(0.1, 0.5, step=0.1), 0.30000000000000004, True),
+        (FloatDistribution(0.1, 0.5, step=0.1), 0.25, False),
+        (FloatDistribution(1e-5, 1e-1, log=True), 1e-3, True),
+        (IntDistribution(2, 12, step=2), 6, True),
+        (IntDistribution(2, 12, step=2), 7, False),
+        (IntDistribution(2, 12, step=2), 6.5, False),
+        (IntDistribution(2, 12), 14, False),
+        (IntDistribution(0, 2), True, False),
+        (CategoricalDistribution([1, 2, "adam"]), "adam", True),
+        (CategoricalDistribution([1, 2, "adam"]), True, False),
+        (CategoricalDistribution([1, 2, "adam"]), "sgd", False),
+    ],
+)
+def test_a_value_lies_in_a_distribution_as_optuna_would_say(dist, value, expected):
+    """hpo's own containment check (Optuna's is private): ranges, steps, choices by type."""
+    assert contains(dist, value) is expected

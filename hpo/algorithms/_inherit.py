@@ -6,11 +6,9 @@ import hashlib
 import math
 from typing import Any
 
-from optuna.distributions import BaseDistribution, CategoricalDistribution
-
 from ..spec import StudySpec
 from ..vocabulary import AlgorithmName, TrialState
-from ._space import Space, distributions
+from ._space import Space, contains, distributions
 
 #: the states of a parent's trials that a fork inherits: finished, with an objective value
 INHERITED_STATES = (TrialState.COMPLETED, TrialState.PRUNED)
@@ -57,19 +55,7 @@ def inheritable(
     if set(params) != set(space):
         return False
     dists = distributions(space, grid=algorithm == AlgorithmName.GRID)
-    return all(_contains(dists[name], raw) for name, raw in params.items())
-
-
-def _contains(dist: BaseDistribution, raw: Any) -> bool:
-    if isinstance(dist, CategoricalDistribution):
-        # by type too: a choice of 1 does not hold True (they compare equal in Python)
-        return any(c == raw and type(c) is type(raw) for c in dist.choices)
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        return False
-    try:
-        return bool(dist._contains(dist.to_internal_repr(raw)))
-    except (ValueError, TypeError):
-        return False
+    return all(contains(dists[name], raw) for name, raw in params.items())
 
 
 def fork_seed(seed: int | None, name: str) -> int | None:

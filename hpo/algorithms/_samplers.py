@@ -26,7 +26,7 @@ from ._constrained import (
     parsed_constraints,
     redraw_seed,
 )
-from ._space import Space, clean_params, distributions, grid_points
+from ._space import Space, clean_params, contains, distributions, grid_points
 
 
 def trial_seed(seed: int | None, trial_number: int) -> int | None:
@@ -226,10 +226,7 @@ def _usable(past: PastTrial, dists: dict[str, BaseDistribution]) -> bool:
         return False
     if past.state == TrialState.COMPLETED and past.value is None:
         return False
-    return all(
-        dists[name]._contains(dists[name].to_internal_repr(value))
-        for name, value in past.params.items()
-    )
+    return all(contains(dists[name], value) for name, value in past.params.items())
 
 
 _OPTUNA_STATES = {

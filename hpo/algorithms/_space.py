@@ -34,6 +34,29 @@ def distributions(space: Space, *, grid: bool = False) -> dict[str, BaseDistribu
     return out
 
 
+def contains(dist: BaseDistribution, raw: Any) -> bool:
+    """Whether the value ``raw`` (as a trial holds it) lies in ``dist``: one of the choices (by
+    type too: a choice of 1 does not hold True, though they compare equal in Python), or a
+    number inside the range and on its step. Written on the distributions' public fields, as
+    Optuna's own check is private."""
+    if isinstance(dist, CategoricalDistribution):
+        return any(c == raw and type(c) is type(raw) for c in dist.choices)
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+        return False
+    if isinstance(dist, IntDistribution):
+        if raw != int(raw):
+            return False
+        return dist.low <= raw <= dist.high and (int(raw) - dist.low) % dist.step == 0
+    if isinstance(dist, FloatDistribution):
+        if not dist.low <= raw <= dist.high:
+            return False
+        if dist.step is None:
+            return True
+        k = (raw - dist.low) / dist.step
+        return abs(k - round(k)) < 1.0e-8
+    return False
+
+
 def grid_points(space: Space) -> dict[str, list[Any]]:
     """The value list of every parameter; raises ValueError for a continuous one, or for a grid
     over ``MAX_GRID_POINTS`` (the spec refuses those, so only a hand-built space gets here)."""
