@@ -70,6 +70,7 @@ def db(db_url: str) -> Iterator[Database]:
 class Ctx:
     study: str
     trials: dict[int, Any] = field(default_factory=dict)
+    parent: str = ""  # the study a fork is made from
 
 
 def _spec(name: str, **overrides: Any):
@@ -169,6 +170,42 @@ def _status(db: Database, ctx: Ctx) -> str:
     return str(service.get_study(db, ref=ctx.study).status)
 
 
+OOM = {
+    "search_space": {"batch_size": {"type": "categorical", "choices": [32]}},
+    "resources": {"on_oom": "accumulate", "min_batch_size": 8},
+}
+
+
+def setup_oom(db: Database, ctx: Ctx) -> None:
+    setup_running(db, ctx, **OOM)
+    _report(db, ctx, 0, 1, 0.3)
+
+
+def _halved(db: Database, ctx: Ctx) -> None:
+    trial = _ask(db, ctx)  # the retry, at half the batch and twice the accumulation
+    assert trial.number == 0 and trial.params["batch_size"] == 16, trial.params
+    assert trial.params["gradient_accumulation_steps"] == 2, trial.params
+
+
+def setup_parent(db: Database, ctx: Ctx) -> None:
+    parent = Ctx(f"{ctx.study}-parent")
+    setup_study(db, parent)
+    for number in range(3):
+        _ask(db, parent)
+        _complete(db, parent, number, 0.1 * number)
+    ctx.parent = parent.study
+
+
+def _fork(db: Database, ctx: Ctx) -> Any:
+    return service.fork_study(db, parent=ctx.parent, spec=_spec(ctx.study))
+
+
+def _forked(db: Database, ctx: Ctx) -> None:
+    study = service.get_study(db, ref=ctx.study)
+    assert study.trial_counts["completed"] == 3, study.trial_counts
+    _ask(db, ctx)
+
+
 OPS: dict[str, Op] = {
     "create": Op(lambda db, ctx: None, setup_study, lambda db, ctx: _ask(db, ctx)),
     "ask": Op(setup_study, _ask),
@@ -196,12 +233,24 @@ OPS: dict[str, Op] = {
         lambda db, ctx: _complete(db, ctx, 0),
         lambda db, ctx: _status(db, ctx) == "completed" or pytest.fail("study not completed"),
     ),
+    "complete the last trial an epoch budget holds": Op(
+        lambda db, ctx: (
+            setup_running(db, ctx, budget={"max_epochs": 5, "max_total_epochs": 5}),
+            _report(db, ctx, 0, 5, 0.5),
+        ),
+        lambda db, ctx: _complete(db, ctx, 0),
+        lambda db, ctx: _status(db, ctx) == "completed" or pytest.fail("study not completed"),
+    ),
     "fail": Op(setup_running, lambda db, ctx: _fail(db, ctx, 0)),
     "fail and retry": Op(
         lambda db, ctx: (setup_running(db, ctx), _report(db, ctx, 0, 1, 0.3)),
         lambda db, ctx: _fail(db, ctx, 0, kind="crash"),
         lambda db, ctx: _state(db, ctx, 0) == "pending" or pytest.fail("not retried"),
     ),
+    "fail out of memory, retried at half the batch": Op(
+        setup_oom, lambda db, ctx: _fail(db, ctx, 0, kind="oom"), _halved
+    ),
+    "fork": Op(setup_parent, _fork, _forked),
     "cancel": Op(
         lambda db, ctx: (setup_pending(db, ctx), _ask(db, ctx), _ask(db, ctx)),
         lambda db, ctx: service.cancel_study(db, ref=ctx.study),
