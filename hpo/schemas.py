@@ -171,6 +171,13 @@ class BudgetUsed(BaseModel):
     max_wall_seconds: float | None = Field(
         default=None, description="the time budget; the time used runs from created_at"
     )
+    room_for_a_trial: bool = Field(
+        default=True,
+        description="whether one more new trial fits the compute budgets (epochs, GPU-hours) "
+        "now, beside the trials in flight each counted as running to max_epochs; while false, "
+        "an ask hands out only a retry already waiting for a worker (the dispatcher asks then "
+        "only for those)",
+    )
 
     def parts(self, *, wall_seconds: float, limited_only: bool = False) -> list[str]:
         """``trials 5/20``, ``epochs 45/100``, ``GPU-hours 0.12/1``, ``wall 1:05/10:00``: used

@@ -156,12 +156,15 @@ def test_an_epoch_budget_counts_retries_stops_within_a_trial_and_completes(api, 
     assert (retry["number"], retry["attempt"]) == (first["number"], 2)
     _run(api, retry, 3, "complete")
     assert _study(api)["budget_used"]["epochs"] == 5  # both attempts count
+    assert _study(api)["budget_used"]["room_for_a_trial"]
     second = _ask(api)  # 5 + 3 <= 10
+    assert not _study(api)["budget_used"]["room_for_a_trial"]  # what the dispatcher reads
     refused = api.post("/api/v1/studies/s1/trials")  # 5 + 3 (in flight) + 3 > 10
     assert refused.status_code == 409
     assert "budget.max_total_epochs (5 of 10 spent)" in refused.json()["detail"]
     assert _study(api)["status"] == "running"  # the trial in flight finishes first
     _run(api, second, 1, "complete")  # stopped early: room for one more
+    assert _study(api)["budget_used"]["room_for_a_trial"]
     third = _ask(api)
     _run(api, third, 3, "complete")
     study = _study(api)

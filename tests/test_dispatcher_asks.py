@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from hpo.schemas import StudyPublic
+from hpo.schemas import BudgetUsed, StudyPublic
 from hpo.spec import parse_spec
 from tests.conftest import make_spec
 from workers.dispatcher import asks_left
@@ -50,3 +50,23 @@ def test_a_study_out_of_time_is_not_asked():
     assert asks_left(study(size=6, handed_out=1, max_wall_seconds=61), NOW) == 5
     out_of_time = study(size=None, handed_out=1, pending=1, max_wall_seconds=30)
     assert asks_left(out_of_time, NOW) == 0, "the controller is about to close it"
+
+
+def _used(room: bool) -> BudgetUsed:
+    return BudgetUsed(
+        trials=3,
+        max_trials=None,
+        epochs=12,
+        max_total_epochs=15,
+        device="CPU",
+        device_hours=0.0,
+        room_for_a_trial=room,
+    )
+
+
+def test_a_study_whose_compute_budget_has_no_room_is_asked_only_for_its_waiting_retries():
+    full = study(size=None, handed_out=3, max_epochs=5, max_total_epochs=15)
+    assert asks_left(full.model_copy(update={"budget_used": _used(False)}), NOW) == 0
+    waiting = study(size=10, handed_out=3, pending=1, max_epochs=5, max_total_epochs=15)
+    assert asks_left(waiting.model_copy(update={"budget_used": _used(False)}), NOW) == 1
+    assert asks_left(waiting.model_copy(update={"budget_used": _used(True)}), NOW) == 8

@@ -53,8 +53,9 @@ def trial_seed(study_seed: int | None, number: int) -> int:
 
 def asks_left(study: StudyPublic, now: datetime) -> int | None:
     """How many asks of ``study`` can succeed now, by what the listing says (``None``: no
-    limit): the retries waiting for a worker plus the trials the budget has not handed out,
-    none once the study's wall-clock budget is spent (the controller closes it then).
+    limit): the retries waiting for a worker plus the trials the budget has not handed out
+    (none while its compute budget has no room for a new trial), none once the study's
+    wall-clock budget is spent (the controller closes it then).
 
     Asking beyond that only earns a 409, a wasted transaction, and a line in the log.
     """
@@ -64,9 +65,12 @@ def asks_left(study: StudyPublic, now: datetime) -> int | None:
         created = created.replace(tzinfo=timezone.utc)
     if limit is not None and (now - created).total_seconds() >= limit:
         return 0
+    waiting = study.trial_counts.get("pending", 0)
+    if study.budget_used is not None and not study.budget_used.room_for_a_trial:
+        return waiting  # the compute budget holds no new trial beside those in flight
     if study.size is None:
         return None
-    return max(study.size - study.n_trials, 0) + study.trial_counts.get("pending", 0)
+    return max(study.size - study.n_trials, 0) + waiting
 
 
 class Dispatcher:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from .. import access, algorithms
 from .._errors import DuplicateStudy, InvalidSpec, NoCompletedTrial, StudyNotRunning
 from ..access import Action, Principal
-from ..budget import compute_limits
+from ..budget import compute_limits, decide_compute
 from ..data_roots import path_problems
 from ..schemas import AlgorithmChoice, BestTrial, BudgetUsed, StudyPublic
 from ..spec import StudySpec
@@ -277,6 +277,7 @@ def _budget_used(session: Session, row: StudyRow, spec: StudySpec) -> BudgetUsed
         device_hours=usage.device_seconds / 3600.0,
         max_gpu_hours=spec.budget.max_gpu_hours,
         max_wall_seconds=spec.budget.max_wall_seconds,
+        room_for_a_trial=decide_compute(usage=usage, limits=limits, name=row.name).allowed,
     )
 
 
