@@ -91,7 +91,7 @@ def test_half_gpu_trials_run_four_at_once(live):
 
 
 def _pid(run: dict) -> int | None:
-    worker = run.get("worker") or ""
+    worker = (run.get("worker") or "").split(" node ")[0]  # host:pid node <ray node id>
     host, _, pid = worker.rpartition(":")
     return int(pid) if host and pid.isdigit() else None
 
@@ -256,7 +256,9 @@ def test_a_study_too_big_for_the_cluster_waits_and_says_why(live, caplog):
     study = live.api("GET", "/api/v1/studies/too-big").json()
     assert study["n_trials"] == 0 and study["status"] == "running"
     warnings = [r.getMessage() for r in caplog.records if "too-big" in r.getMessage()]
-    assert len(warnings) == 1 and "asks for 4 GPUs" in warnings[0] and "has 2 GPUs" in warnings[0]
+    assert len(warnings) == 1, warnings
+    assert "waiting for a Ray node with 4 GPUs and 0.5 CPUs" in warnings[0]
+    assert "at most 2 GPUs and 2 CPUs each" in warnings[0]
 
 
 class _Requests(logging.Handler):

@@ -8,7 +8,7 @@ from typing import Any
 from hpo.schemas import BudgetUsed, StudyPublic
 from hpo.spec import parse_spec
 from tests.conftest import make_spec
-from workers.dispatcher import asks_left
+from workers.dispatcher import asks_left, why_waiting
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
 
@@ -70,3 +70,26 @@ def test_a_study_whose_compute_budget_has_no_room_is_asked_only_for_its_waiting_
     waiting = study(size=10, handed_out=3, pending=1, max_epochs=5, max_total_epochs=15)
     assert asks_left(waiting.model_copy(update={"budget_used": _used(False)}), NOW) == 1
     assert asks_left(waiting.model_copy(update={"budget_used": _used(True)}), NOW) == 8
+
+
+def _node(gpus: float, cpus: float, alive: bool = True) -> dict[str, Any]:
+    return {"Alive": alive, "Resources": {"GPU": gpus, "CPU": cpus} if gpus else {"CPU": cpus}}
+
+
+def test_a_trial_fits_when_one_alive_node_has_its_gpus_and_cpus():
+    assert why_waiting(1, 1, [_node(0, 0), _node(2, 2)]) is None
+    assert why_waiting(0, 1, [_node(0, 1)]) is None
+
+
+def test_gpus_spread_over_smaller_nodes_do_not_fit_a_larger_trial():
+    reason = why_waiting(2, 1, [_node(0, 0), _node(1, 2), _node(1, 2)])
+    assert reason == (
+        "waiting for a Ray node with 2 GPUs and 1 CPU for one trial: its 3 alive nodes have "
+        "at most 1 GPUs and 2 CPUs each"
+    )
+
+
+def test_a_cluster_without_gpu_nodes_says_so():
+    reason = why_waiting(1, 1, [_node(0, 0), _node(2, 2, alive=False)])
+    assert reason is not None
+    assert reason.endswith("none of its 1 alive node has a GPU")

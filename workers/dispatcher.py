@@ -36,7 +36,29 @@ log = logging.getLogger("hpo.dispatcher")
 @ray.remote(max_retries=0)
 def run_trial_task(job: runner.TrialJob) -> str:
     """One attempt at one trial, as a Ray task (the controller does the retrying)."""
+    job.node = ray.get_runtime_context().get_node_id()
     return runner.run(job)
+
+
+def why_waiting(gpus: float, cpus: float, nodes: Sequence[Mapping[str, Any]]) -> str | None:
+    """None when some alive Ray node has the GPUs and CPUs one trial asks for (``ray.nodes()``
+    entries); else why the study's trials wait. Ray places a task on one node, so a cluster
+    whose GPUs add up but are spread over smaller nodes cannot run it either."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", n.get("alive", False))]
+    for res in alive:
+        if res.get("GPU", 0.0) + 1e-9 >= gpus and res.get("CPU", 0.0) + 1e-9 >= cpus:
+            return None
+    wanted = f"{gpus:g} GPU{'s' if gpus != 1 else ''} and {cpus:g} CPU{'s' if cpus != 1 else ''}"
+    if not any(res.get("GPU", 0.0) > 0 for res in alive) and gpus > 0:
+        have = f"none of its {len(alive)} alive node{'s' if len(alive) != 1 else ''} has a GPU"
+    else:
+        most_gpus = max((res.get("GPU", 0.0) for res in alive), default=0.0)
+        most_cpus = max((res.get("CPU", 0.0) for res in alive), default=0.0)
+        have = (
+            f"its {len(alive)} alive node{'s' if len(alive) != 1 else ''} have at most "
+            f"{most_gpus:g} GPUs and {most_cpus:g} CPUs each"
+        )
+    return f"waiting for a Ray node with {wanted} for one trial: {have}"
 
 
 @dataclass
@@ -115,7 +137,9 @@ class Dispatcher:
         )
         self.api_key = self.client.api_key
         self.inflight: dict[ray.ObjectRef, InFlight] = {}
-        self._warned: set[str] = set()
+        #: study name -> why its trials wait for the Ray cluster (none: they do not)
+        self.waiting: dict[str, str] = {}
+        self._nodes: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -165,6 +189,9 @@ class Dispatcher:
         self._collect()
         running = {s.name: s for s in self.client.list_studies(status="running")}
         self._cancel_orphans(running)
+        self._nodes = ray.nodes()
+        for name in set(self.waiting) - set(running):
+            del self.waiting[name]
         for study in sorted(running.values(), key=lambda s: s.id):
             if self._runs_here(study):
                 self._fill(study)
@@ -191,23 +218,16 @@ class Dispatcher:
             self._launch(study, assignment.assignment)
 
     def _can_ever_fit(self, study: StudyPublic) -> bool:
-        """False (and one warning) when the whole cluster is too small for one trial."""
-        res, total = study.spec.resources, ray.cluster_resources()
-        if res.gpus_per_trial <= total.get("GPU", 0.0) and res.cpus_per_trial <= total.get(
-            "CPU", 0.0
-        ):
+        """False while no alive node could run one trial (logged once each time the reason
+        changes); the reason is kept in :attr:`waiting` for the controller's dashboard."""
+        res = study.spec.resources
+        reason = why_waiting(res.gpus_per_trial, res.cpus_per_trial, self._nodes)
+        if reason is None:
+            self.waiting.pop(study.name, None)
             return True
-        if study.name not in self._warned:
-            self._warned.add(study.name)
-            log.warning(
-                "study %s asks for %g GPUs and %g CPUs per trial, but the Ray cluster has %g "
-                "GPUs and %g CPUs: its trials wait until nodes that large join",
-                study.name,
-                res.gpus_per_trial,
-                res.cpus_per_trial,
-                total.get("GPU", 0.0),
-                total.get("CPU", 0.0),
-            )
+        if self.waiting.get(study.name) != reason:
+            log.warning("study %s: %s", study.name, reason)
+        self.waiting[study.name] = reason
         return False
 
     def _fits(self, gpus: float, cpus: float) -> bool:

@@ -59,6 +59,8 @@ class TrialJob:
     #: the controller's data roots (``HPO_DATA_DIRS``): the one list the operator configured,
     #: also on worker nodes that do not share the controller's environment
     data_dirs: tuple[str, ...] = ()
+    #: the Ray node the attempt runs on (set by the Ray task), recorded with the worker
+    node: str = ""
 
 
 class ProtocolReporter:
@@ -164,6 +166,8 @@ def run(job: TrialJob) -> str:
     trial = client.attach(job.assignment)
     reporter = ProtocolReporter(trial, job.patience)
     where = f"{socket.gethostname()}:{os.getpid()}"
+    if job.node:  # several Ray nodes may share a host: say which one
+        where += f" node {job.node[:12]}"
     done = threading.Event()
     try:
         reporter.call(
