@@ -10,6 +10,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -65,6 +67,56 @@ def _serving(command: list[str], env: dict[str, str], port: int, timeout: float)
             proc.terminate()
             try:
                 proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@dataclass
+class Serving:
+    """An ``hpo serve`` process a test may kill, with its log in a file it can read."""
+
+    url: str
+    proc: subprocess.Popen[str]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def hpo_serve_process(
+    database_url: str, *args: str, log: Path, env: dict[str, str] | None = None
+) -> Iterator[Serving]:
+    """``hpo serve ARGS`` on 127.0.0.1 and a free port, logging to ``log``; stopped at the
+    end unless the test killed it first."""
+    port = free_port()
+    command = [sys.executable, "-m", "controller", "serve", "--port", str(port)]
+    command += ["--database-url", database_url, *args]
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            command, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
+        )
+    serving = Serving(f"http://127.0.0.1:{port}", proc, log)  # type: ignore[arg-type]
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"hpo serve exited early:\n{serving.output()[-5000:]}")
+            try:
+                if httpx.get(f"{serving.url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"hpo serve did not answer:\n{serving.output()[-5000:]}")
+            time.sleep(0.2)
+        yield serving
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
