@@ -25,7 +25,7 @@ PARALLELISM = 2
 ENV = {
     "HPO_LEASE_SECONDS": "3",  # a killed controller's studies pass on after 3 s
     "HPO_HEARTBEAT_TIMEOUT": "6",  # and its lost trials are retried after 6 s of silence
-    "HPO_START_TIMEOUT": "30",  # one handed out but never started: after 30 s
+    "HPO_START_TIMEOUT": "15",  # one handed out but never started: after 15 s
     "HPO_REAP_INTERVAL": "1",
     "HPO_MIRROR": "false",
 }

@@ -218,10 +218,11 @@ class Dispatcher:
             waiting=dict(self.waiting),
             ttl_seconds=self.lease_seconds,
         )
-        gained, lost = set(grant.studies) - self.held, self.held - set(grant.studies)
+        gained = set(grant.studies) - self.held
+        lost = (self.held - set(grant.studies)) & set(running)  # to another dispatcher
         if gained or lost:
             log.info(
-                "dispatching %d studies (%d dispatchers share them)%s%s",
+                "dispatching %d of the running studies (dispatchers sharing them: %d)%s%s",
                 len(grant.studies),
                 grant.dispatchers,
                 f"; took {', '.join(sorted(gained))}" if gained else "",
