@@ -8,6 +8,11 @@ what to run (ask), when a run is lost (heartbeats) and whether to retry it.
 
 A task whose process dies (killed, node lost) is reported as ``crash``/``node_lost`` and the
 controller retries the trial; a study that is cancelled or deleted has its tasks cancelled.
+
+With several controllers on one database, each dispatcher fills only the studies it holds
+(a lease it renews every pass, ``POST /api/v1/leases``; the controller shares the running
+studies out among the dispatchers), and tells the controller why a held study's trials wait
+(no alive node large enough for one trial), which the study's page shows.
 """
 
 from __future__ import annotations
