@@ -20,7 +20,7 @@ from .background import Mirror, Reaper, warm_up
 from .compression import ReadsGZipMiddleware
 from .headers import SecurityHeadersMiddleware
 from .limits import BodyLimitMiddleware
-from .routes import figures, keys, meta, pages, studies, trials
+from .routes import dispatch, figures, keys, meta, pages, studies, trials
 
 log = logging.getLogger("hpo.controller")
 
@@ -92,5 +92,6 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.include_router(meta.router)
     app.include_router(figures.router)
     app.include_router(keys.router)
+    app.include_router(dispatch.router)
     app.include_router(pages.router)
     return app

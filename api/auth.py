@@ -296,6 +296,7 @@ StudyReader = Annotated[Principal, Depends(requires(Action.READ_STUDY))]
 Creator = Annotated[Principal, Depends(requires(Action.CREATE))]
 Manager = Annotated[Principal, Depends(requires(Action.MANAGE))]
 Runner = Annotated[Principal, Depends(requires(Action.PROTOCOL))]
+DispatcherKey = Annotated[Principal, Depends(requires(Action.DISPATCH))]
 Admin = Annotated[Principal, Depends(requires(Action.KEYS))]
 
 

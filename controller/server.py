@@ -136,6 +136,8 @@ class Controller:
             data_dirs=self.settings.data_dirs,
             heartbeat_timeout=self.settings.heartbeat_timeout,
             api_key=key,
+            name=self._own_keys[-1],
+            lease_seconds=self.settings.lease_seconds,
         )
         self.dispatcher.start()
 

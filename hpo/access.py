@@ -9,8 +9,9 @@ admin      everything, API keys included
 member     create studies; cancel and delete the studies it created; read everything; run
            the trial protocol on its own studies (a script of its own as the worker)
 viewer     read everything
-worker     the trial protocol, and reading the studies it may run (the dispatcher finds its
-           work in the study list); a worker key may be limited to study name patterns
+worker     the trial protocol, reading the studies it may run (the dispatcher finds its work
+           in the study list) and holding them to dispatch (leases); a worker key may be
+           limited to study name patterns
 =========  =================================================================================
 """
 
@@ -35,6 +36,7 @@ class Action(str, Enum):
     CREATE = "create studies"
     MANAGE = "cancel or delete a study"
     PROTOCOL = "run trials"  # ask, report, heartbeat, complete, fail
+    DISPATCH = "hold studies to dispatch"  # a dispatcher's leases
     KEYS = "manage API keys"
 
 
@@ -44,6 +46,7 @@ _ALLOWED: dict[Action, frozenset[Role]] = {
     Action.CREATE: frozenset({Role.ADMIN, Role.MEMBER}),
     Action.MANAGE: frozenset({Role.ADMIN, Role.MEMBER}),
     Action.PROTOCOL: frozenset({Role.ADMIN, Role.MEMBER, Role.WORKER}),
+    Action.DISPATCH: frozenset({Role.ADMIN, Role.WORKER}),
     Action.KEYS: frozenset({Role.ADMIN}),
 }
 

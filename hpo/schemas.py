@@ -15,6 +15,10 @@ from .spec import MAX_METRIC_NAME, AlgorithmSpec, StudySpec
 from .vocabulary import FailureKind, Role, StudyStatus, TrialState, values
 
 __all__ = [
+    "DispatchPublic",
+    "LeaseGrant",
+    "LeaseRequest",
+    "LeasesReleased",
     "ApiKeyCreate",
     "KeyCreate",
     "WorkerKeyCreate",
@@ -211,6 +215,65 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
+class DispatchPublic(BaseModel):
+    """Which dispatcher runs a study's trials, and why they wait, if they do."""
+
+    holder: str = Field(description="the dispatcher holding the study's lease")
+    until: datetime = Field(description="when the lease runs out unless its holder renews it")
+    waiting: str | None = Field(
+        default=None, description="why the study's trials wait for the Ray cluster (null: not)"
+    )
+
+
+_StudyName = Annotated[Line, Field(max_length=128)]
+_Reason = Annotated[Line, Field(max_length=1000)]
+
+
+class LeaseRequest(BaseModel):
+    """A dispatcher claims (or renews) the studies it runs, ``POST /api/v1/leases``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    holder: Line = Field(min_length=1, max_length=128, description="the dispatcher's name")
+    studies: list[_StudyName] = Field(
+        max_length=10_000,
+        description="the running studies this dispatcher can run (its workloads); leases are "
+        "granted among these",
+    )
+    waiting: dict[str, _Reason] = Field(
+        default_factory=dict,
+        json_schema_extra={"propertyNames": {"maxLength": 128, "pattern": LINE_PATTERN}},
+        max_length=10_000,
+        description="study name -> why its trials wait for the Ray cluster, for the studies "
+        "the dispatcher holds",
+    )
+    ttl_seconds: float = Field(
+        default=15.0, ge=1.0, le=3600.0, description="how long the lease lasts unless renewed"
+    )
+
+
+    @field_validator("waiting")
+    @classmethod
+    def _study_names(cls, waiting: dict[str, str]) -> dict[str, str]:
+        for name in waiting:
+            if len(name) > 128:
+                raise ValueError(f"a study name has at most 128 characters (got {len(name)})")
+            checked_text(name)
+        return waiting
+
+
+class LeaseGrant(BaseModel):
+    holder: str
+    studies: list[str] = Field(description="the studies whose trials this dispatcher runs now")
+    until: datetime
+    dispatchers: int = Field(description="dispatchers seen within ttl_seconds, this one included")
+
+
+class LeasesReleased(BaseModel):
+    holder: str
+    released: int = Field(description="how many studies' leases were given back")
+
+
 class StudyPublic(BaseModel):
     id: int
     name: str
@@ -248,6 +311,11 @@ class StudyPublic(BaseModel):
         "in n_trials nor against the budget)",
     )
     children: list[str] = Field(default_factory=list, description="the studies forked from it")
+    dispatch: DispatchPublic | None = Field(
+        default=None,
+        description="the dispatcher that runs its trials (null: none holds it, e.g. no "
+        "controller dispatches, or the study ended) and why they wait, if they do",
+    )
 
     def budget_parts(self, *, now: datetime, limited_only: bool = False) -> list[str]:
         """Progress toward every budget as ``name used/limit`` strings (see BudgetUsed)."""

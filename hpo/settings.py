@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         ray_address: Ray cluster the dispatcher joins; unset starts a local Ray.
         dispatch: run trials of studies with a built-in or registered workload on Ray.
         public_url: the URL workers reach this controller at (default: from host and port).
+        lease_seconds: how long the dispatcher's hold on a study lasts unless renewed (it
+            renews on every pass): with several controllers on one database, the studies of
+            one that stops without a word pass to the others after this long.
         mirror: keep Optuna's tables in step with ours, so that ``optuna.load_study`` works
             on this database (turn it off only if nothing reads Optuna's tables).
         mirror_interval: seconds between two mirror passes when nothing wakes it sooner.
@@ -72,6 +75,7 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     dispatch: bool = True
     public_url: str | None = None
+    lease_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
     mirror: bool = True
     mirror_interval: float = Field(default=5.0, gt=0)
     mirror_hold_running: float = Field(default=10.0, ge=0)

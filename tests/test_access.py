@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from api import create_app
-from api.routes import figures, keys, meta, pages, studies, trials
+from api.routes import dispatch, figures, keys, meta, pages, studies, trials
 from hpo import service
 from hpo.settings import Settings
 from tests.conftest import make_spec
@@ -248,6 +248,23 @@ CASES = [
         {"admin"},
     ),
     Case("DELETE", "/api/v1/keys/{name}", _static("/api/v1/keys/viewer-spare"), 200, {"admin"}),
+    Case(
+        "POST",
+        "/api/v1/leases",
+        lambda w: (
+            "/api/v1/leases",
+            {"json": {"holder": w.unique("d"), "studies": ["mine", "batch-1"], "ttl_seconds": 1}},
+        ),
+        200,
+        {"admin", "worker", "scoped"},
+    ),
+    Case(
+        "DELETE",
+        "/api/v1/leases/{holder}",
+        _static("/api/v1/leases/nobody-holds"),
+        200,
+        {"admin", "worker", "scoped"},
+    ),
     Case("GET", "/api/v1/whoami", _static("/api/v1/whoami"), 200, set(ROLES)),
     # pages: a reader gets the page; no key, or a bad one, goes to /signin; a worker, 403
     Case("GET", "/", _static("/"), 200, READERS),
@@ -287,7 +304,7 @@ def _expected(case: Case, caller: str) -> int:
 def test_every_route_is_walked() -> None:
     routes = {
         (method, route.path)
-        for module in (studies, trials, meta, figures, keys, pages)
+        for module in (studies, trials, meta, figures, keys, pages, dispatch)
         for route in module.router.routes
         if isinstance(route, APIRoute)
         for method in route.methods - {"HEAD"}

@@ -12,7 +12,7 @@ from hpo.storage import Base, Database
 def test_upgrade_creates_our_tables_beside_optunas_and_matches_the_models(db_url):
     db = Database(db_url)
     try:
-        assert db.current_revision() == "0006"
+        assert db.current_revision() == "0007"
         tables = set(inspect(db.engine).get_table_names())
         assert {"hpo_studies", "hpo_trial_runs", "hpo_metrics", "hpo_alembic_version"} <= tables
         assert {"studies", "trials", "alembic_version"} <= tables  # Optuna's, untouched
@@ -36,7 +36,7 @@ def test_upgrade_creates_our_tables_beside_optunas_and_matches_the_models(db_url
 def test_upgrade_is_idempotent(db_url):
     Database(db_url).dispose()
     again = Database(db_url)
-    assert again.current_revision() == "0006"
+    assert again.current_revision() == "0007"
     again.dispose()
 
 
@@ -165,7 +165,7 @@ def test_upgrading_from_0002_carries_the_trials_over_and_the_study_goes_on(db_ur
     old.dispose()
     db = Database(db_url)
     try:
-        assert db.current_revision() == "0006"
+        assert db.current_revision() == "0007"
         trials, count = service.list_trials(db, ref="old")
         assert count == 4
         assert [t.state for t in trials] == ["completed", "pruned", "pending", "cancelled"]

@@ -13,6 +13,10 @@ controller retries the trial; a study that is cancelled or deleted has its tasks
 from __future__ import annotations
 
 import logging
+import os
+import re
+import secrets
+import socket
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -107,6 +111,8 @@ class Dispatcher:
             process already initialized).
         poll_interval: seconds between two passes.
         heartbeat_timeout: the controller's; workers heartbeat three times within it.
+        name: this dispatcher's name, under which it holds studies (leases).
+        lease_seconds: how long a hold on a study lasts unless renewed (every pass).
         api_key: the worker key the dispatcher and its trials present (the controller makes
             one of its own for its built-in dispatcher); by default ``HPO_API_KEY``.
     """
@@ -122,6 +128,8 @@ class Dispatcher:
         heartbeat_timeout: float = 90.0,
         http: Any = None,
         api_key: str | None = None,
+        name: str | None = None,
+        lease_seconds: float = 15.0,
     ) -> None:
         self.controller_url = controller_url.rstrip("/")
         self.registered = dict(registered or {})
@@ -136,6 +144,11 @@ class Dispatcher:
             api_key=api_key,
         )
         self.api_key = self.client.api_key
+        host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:32] or "host"
+        self.name = name or f"dispatcher@{host}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.lease_seconds = lease_seconds
+        #: the studies this dispatcher holds (their leases), from its last pass
+        self.held: set[str] = set()
         self.inflight: dict[ray.ObjectRef, InFlight] = {}
         #: study name -> why its trials wait for the Ray cluster (none: they do not)
         self.waiting: dict[str, str] = {}
@@ -159,6 +172,10 @@ class Dispatcher:
         if cancel:
             for ref in list(self.inflight):
                 ray.cancel(ref, force=True)
+        try:  # the other controllers take its studies now, not when the leases run out
+            self.client.release_studies(self.name)
+        except HPOClientError as exc:
+            log.warning("could not give back the studies it held: %s", exc.message)
         self.client.close()
 
     def _loop(self) -> None:
@@ -192,8 +209,27 @@ class Dispatcher:
         self._nodes = ray.nodes()
         for name in set(self.waiting) - set(running):
             del self.waiting[name]
-        for study in sorted(running.values(), key=lambda s: s.id):
-            if self._runs_here(study):
+        ours = sorted((s for s in running.values() if self._runs_here(s)), key=lambda s: s.id)
+        for study in ours:  # why each one's trials wait, told with the lease's renewal
+            self._can_ever_fit(study)
+        grant = self.client.claim_studies(
+            self.name,
+            [s.name for s in ours],
+            waiting=dict(self.waiting),
+            ttl_seconds=self.lease_seconds,
+        )
+        gained, lost = set(grant.studies) - self.held, self.held - set(grant.studies)
+        if gained or lost:
+            log.info(
+                "dispatching %d studies (%d dispatchers share them)%s%s",
+                len(grant.studies),
+                grant.dispatchers,
+                f"; took {', '.join(sorted(gained))}" if gained else "",
+                f"; gave up {', '.join(sorted(lost))}" if lost else "",
+            )
+        self.held = set(grant.studies)
+        for study in ours:
+            if study.name in self.held and study.name not in self.waiting:
                 self._fill(study)
 
     def _runs_here(self, study: StudyPublic) -> bool:
@@ -202,8 +238,6 @@ class Dispatcher:
 
     def _fill(self, study: StudyPublic) -> None:
         res = study.spec.resources
-        if not self._can_ever_fit(study):
-            return
         slots = study.spec.budget.parallelism - study.trial_counts.get("running", 0)
         left = asks_left(study, datetime.now(timezone.utc))
         for _ in range(slots if left is None else min(slots, left)):

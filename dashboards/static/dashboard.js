@@ -161,6 +161,13 @@ const HPO = (() => {
         choice.replaceChildren(h("strong", {}, "auto chose: "), study.algorithm_choice.summary,
           h("span", { class: "reason" }, ` (${study.algorithm_choice.reason})`));
       }
+      // which controller's dispatcher runs its trials, and why they wait for the Ray cluster
+      const dispatch = document.getElementById("dispatch-status");
+      dispatch.hidden = !study.dispatch;
+      if (study.dispatch) {
+        dispatch.replaceChildren(`dispatched by ${study.dispatch.holder}`,
+          ...(study.dispatch.waiting ? [" · ", h("strong", { class: "waiting" }, "waiting:"), ` ${study.dispatch.waiting}`] : []));
+      }
       document.getElementById("study-cards").replaceChildren(
         card("Trials", `${study.n_trials}${study.size ? " / " + study.size : ""}`, progress(study)),
         ...STATES.map((s) => card(s, c[s], null, `state-${s}`)),

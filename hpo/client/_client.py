@@ -21,6 +21,7 @@ import httpx
 from .. import __version__
 from ..schemas import (
     BestTrial,
+    LeaseGrant,
     Page,
     StudyPublic,
     TrialAssignment,
@@ -202,6 +203,30 @@ class Client:
         return self.best(study).params
 
     # the trial protocol
+    def claim_studies(
+        self,
+        holder: str,
+        studies: list[str],
+        *,
+        waiting: dict[str, str] | None = None,
+        ttl_seconds: float = 15.0,
+    ) -> LeaseGrant:
+        """As dispatcher ``holder``, claim or renew the running studies (among ``studies``)
+        whose trials it runs; see ``POST /api/v1/leases``."""
+        body = {
+            "holder": holder,
+            "studies": studies,
+            "waiting": waiting or {},
+            "ttl_seconds": ttl_seconds,
+        }
+        data = self._request("POST", "/api/v1/leases", json=body, idempotent=True)
+        return LeaseGrant.model_validate(data)
+
+    def release_studies(self, holder: str) -> int:
+        """Give back every study dispatcher ``holder`` holds; returns how many."""
+        data = self._request("DELETE", f"/api/v1/leases/{holder}", idempotent=True)
+        return int(data["released"])
+
     def ask(self, study: str | int, *, worker: str | None = None) -> Trial:
         """Take the next trial of ``study`` to run."""
         data = self._request(

@@ -8,6 +8,7 @@ derived from ours) up to date.
 
 from ._ask import ask
 from ._dashboard_reads import compute_spent, objective_curves, param_importances
+from ._dispatch import claim_studies, release_studies
 from ._fork import fork_study
 from ._keys import (
     authenticate,
@@ -52,6 +53,8 @@ __all__ = [
     "ask",
     "best_trial",
     "cancel_study",
+    "claim_studies",
+    "release_studies",
     "complete",
     "compute_spent",
     "create_study",

@@ -30,6 +30,7 @@ from ..storage import (
 from ..vocabulary import AlgorithmName, FailureKind, StudyStatus, TrialState
 from ..workloads import check_study_fits
 from ._common import find_study, size_of, spec_of, trial_counts
+from ._dispatch import dispatch_of
 from ._fork_reads import lineage
 from ._lifecycle import note, stop_trials, transact
 from ._usage import compute_usage
@@ -254,6 +255,7 @@ def _public(db: Database, session: Session, row: StudyRow) -> StudyPublic:
         version=row.version,
         created_by=row.created_by,
         algorithm_choice=_choice(spec),
+        dispatch=dispatch_of(session, row.id, utcnow()),
         **lineage(session, row),
     )
 

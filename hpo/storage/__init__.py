@@ -4,6 +4,8 @@ from ._database import Database, is_transient
 from ._models import (
     ApiKeyRow,
     Base,
+    DispatcherRow,
+    DispatchRow,
     MetricRow,
     OptunaStudyRow,
     OptunaTombstone,
@@ -26,6 +28,8 @@ __all__ = [
     "ApiKeyRow",
     "Base",
     "Database",
+    "DispatchRow",
+    "DispatcherRow",
     "MetricRow",
     "OptunaStudyRow",
     "OptunaTombstone",

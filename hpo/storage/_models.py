@@ -295,3 +295,32 @@ class SessionRow(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class DispatchRow(Base):
+    """Which dispatcher runs a study's trials (a lease it renews), and why they wait, if so.
+
+    With several controllers on one database, only the holder of an unexpired lease asks for
+    a study's trials, so two dispatchers never fill the same study at once; a controller that
+    stops renewing loses its studies to the others when the lease runs out.
+    """
+
+    __tablename__ = "hpo_dispatch"
+
+    study_id: Mapped[int] = mapped_column(
+        ForeignKey("hpo_studies.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: the dispatcher's name (``dispatcher@host-pid-xxxxxx``)
+    holder: Mapped[str] = mapped_column(String(128))
+    until: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: why the holder's trials of the study wait for the Ray cluster (null: they do not)
+    waiting: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class DispatcherRow(Base):
+    """A dispatcher seen lately: how many share the running studies."""
+
+    __tablename__ = "hpo_dispatchers"
+
+    holder: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
