@@ -47,21 +47,25 @@ class GpuCluster:
         # short: Ray's unix sockets live under it, and their paths may not exceed 107 bytes
         self.tmpdir = tempfile.mkdtemp(prefix="hpo-mn-", dir="/tmp")
         self.nodes: dict[str, Any] = {}  # node id (hex) -> ray's Node
-        with _ray_tmpdir(self.tmpdir):
-            self.cluster = Cluster(
-                initialize_head=True,
-                connect=False,
-                head_node_args={
-                    "num_cpus": 0,
-                    "num_gpus": 0,
-                    "include_dashboard": False,
-                    # a raylet killed outright is declared dead after ~5 s, not Ray's 15+
-                    "_system_config": {
-                        "health_check_period_ms": 1000,
-                        "health_check_failure_threshold": 5,
+        try:
+            with _ray_tmpdir(self.tmpdir):
+                self.cluster = Cluster(
+                    initialize_head=True,
+                    connect=False,
+                    head_node_args={
+                        "num_cpus": 0,
+                        "num_gpus": 0,
+                        "include_dashboard": False,
+                        # a raylet killed outright is declared dead after ~5 s, not Ray's 15+
+                        "_system_config": {
+                            "health_check_period_ms": 1000,
+                            "health_check_failure_threshold": 5,
+                        },
                     },
-                },
-            )
+                )
+        except BaseException:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            raise
         self.address: str = self.cluster.address
         self.head_id: str = self.cluster.head_node.node_id
 
@@ -81,13 +85,16 @@ class GpuCluster:
         return str(node.node_id)
 
     def remove(self, node_id: str, *, graceful: bool = False) -> None:
-        """Take a worker node away: ``graceful`` as ``ray stop`` on it would, else killed."""
+        """Take a worker node away: ``graceful`` as ``ray stop`` on it would, else killed;
+        returns once the cluster counts it dead (a killed one after a few missed health
+        checks), so that what a controller reads of the cluster is true again."""
         with _ray_tmpdir(self.tmpdir):
             self.cluster.remove_node(self.nodes.pop(node_id), allow_graceful=graceful)
+        self.cluster.wait_for_nodes(timeout=60)
 
     def remove_all(self) -> None:
         for node_id in list(self.nodes):
-            self.remove(node_id)
+            self.remove(node_id, graceful=True)
 
     def shutdown(self) -> None:
         try:
