@@ -251,7 +251,6 @@ class LeaseRequest(BaseModel):
         default=15.0, ge=1.0, le=3600.0, description="how long the lease lasts unless renewed"
     )
 
-
     @field_validator("waiting")
     @classmethod
     def _study_names(cls, waiting: dict[str, str]) -> dict[str, str]:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,18 +34,34 @@ def controller(database_url: str, *, timeout: float = 60.0) -> Iterator[str]:
 
 
 @contextmanager
-def hpo_serve(database_url: str, *args: str, timeout: float = 60.0) -> Iterator[str]:
-    """Run ``hpo serve ARGS`` on 127.0.0.1 and a free port; yield its base URL."""
-    port = free_port()
+def hpo_serve(
+    database_url: str,
+    *args: str,
+    timeout: float = 60.0,
+    env: Mapping[str, str] | None = None,
+    log_path: Path | None = None,
+    port: int | None = None,
+) -> Iterator[str]:
+    """Run ``hpo serve ARGS`` on 127.0.0.1 and ``port`` (a free one by default); yield its base
+    URL. ``env`` adds to this process's environment; ``log_path`` keeps its output there."""
+    port = port or free_port()
     command = ["-m", "controller", "serve", "--port", str(port), "--database-url", database_url]
-    with _serving([sys.executable, *command, *args], dict(os.environ), port, timeout) as url:
+    environ = {**os.environ, **(env or {})}
+    with _serving([sys.executable, *command, *args], environ, port, timeout, log_path) as url:
         yield url
 
 
 @contextmanager
-def _serving(command: list[str], env: dict[str, str], port: int, timeout: float) -> Iterator[str]:
+def _serving(
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    timeout: float,
+    log_path: Path | None = None,
+) -> Iterator[str]:
     # its output goes to a file: a pipe nobody reads fills up, and then the server blocks
-    with tempfile.TemporaryFile("w+") as log:
+    opened = open(log_path, "w+") if log_path else tempfile.TemporaryFile("w+")  # noqa: SIM115
+    with opened as log:
         proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         url = f"http://127.0.0.1:{port}"
         try:
