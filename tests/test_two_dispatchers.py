@@ -70,9 +70,10 @@ def test_two_controllers_share_studies_never_exceed_parallelism_and_survive_a_ki
 
     address = ray.get_runtime_context().gcs_address
     args = ("--ray-address", address)
+    options: dict = {"env": ENV, "timeout": 90}
     with (
-        hpo_serve_process(fresh_postgres, *args, log=tmp_path / "a.log", env=ENV) as a,
-        hpo_serve_process(fresh_postgres, *args, log=tmp_path / "b.log", env=ENV) as b,
+        hpo_serve_process(fresh_postgres, *args, log_path=tmp_path / "a.log", **options) as a,
+        hpo_serve_process(fresh_postgres, *args, log_path=tmp_path / "b.log", **options) as b,
     ):
         for name in STUDIES:
             spec = synthetic_study(
