@@ -45,11 +45,11 @@ from pydantic import TypeAdapter
 
 from ..constraints import MAX_CHECK_WORK, MAX_CONSTRAINED_GRID
 from ..spec import MAX_GRID_POINTS, MAX_GRID_SEED, AlgorithmSpec, Param, StudySpec
-from ..vocabulary import AlgorithmName, EarlyStopping
+from ..vocabulary import AlgorithmName, EarlyStopping, SamplerModel
 from ._constrained import feasible_grid_size, parsed_constraints
 from ._space import Space
 
-__all__ = ["MIN_EPOCHS_TO_STOP", "SMALL_GRID", "AutoChoice", "choose", "for_fork", "in_force"]
+__all__ = ["MIN_EPOCHS_TO_STOP", "SMALL_GRID", "AutoChoice", "choose", "in_force"]
 
 #: with no trial or epoch budget, a discrete space of at most this many points is searched as
 #: a grid (it then ends by itself once every point was tried)
@@ -60,6 +60,9 @@ MIN_EPOCHS_TO_STOP = 9
 AUTO_REDUCTION_FACTOR = 3
 #: the first rung is max_epochs / 27, leaving about three rungs (27 = 3**3)
 AUTO_RUNGS = 3
+#: BOHB's model is fit on a budget once it holds this many values (measured: fewer values,
+#: an earlier model, did better than BOHB's len(space) + 1 on the search-efficiency benchmark)
+AUTO_MODEL_VALUES = 3
 
 
 @dataclass(frozen=True)
@@ -117,54 +120,64 @@ def choose(spec: StudySpec) -> AutoChoice:
         if "grace_period" in kept
         else max(1, round(max_epochs / eta**AUTO_RUNGS))
     )
-    halving = {"reduction_factor": eta, "grace_period": min(grace, max_epochs - 1)}
-    first = _why_not_grid(grid, fits)
-    if kept.keys() & _MODEL_FIELDS:
-        algorithm = AlgorithmSpec.model_validate(
-            {
-                "early_stopping": EarlyStopping.HYPERBAND,
-                **kept,
-                **halving,
-                "name": AlgorithmName.BAYESIAN,
-            }
-        )
-        rule = str(algorithm.pruner)
-        return AutoChoice(
-            algorithm,
-            f"bayesian (TPE) + {rule} (reduction factor {eta}, first rung at epoch "
-            f"{algorithm.grace_period})",
-            f"{first}; the spec asks for a model beside auto, so TPE models the results, with "
-            f"{rule} early stopping",
-        )
-    algorithm = AlgorithmSpec.model_validate({**kept, **halving, "name": AlgorithmName.ASHA})
+    model = kept.get("model", SamplerModel.BOHB)
+    defaults: dict[str, object] = {"model": SamplerModel.BOHB, "early_stopping": EarlyStopping.ASHA}
+    if model == SamplerModel.BOHB:
+        defaults["n_startup_trials"] = AUTO_MODEL_VALUES
+    algorithm = AlgorithmSpec.model_validate(
+        {
+            **defaults,
+            **kept,
+            "reduction_factor": eta,
+            "grace_period": min(grace, max_epochs - 1),
+            "name": AlgorithmName.BAYESIAN,
+        }
+    )
     return AutoChoice(
         algorithm,
-        f"asha: random search + successive halving (reduction factor {eta}, first rung at "
-        f"epoch {algorithm.grace_period})",
-        f"{first}; successive halving tries many random configurations and gives the epochs "
-        f"to the best 1/{eta} at each rung (epochs {_rungs(algorithm, max_epochs)}), judging "
-        f"none before epoch {algorithm.grace_period}, since the first epochs rank "
-        "configurations worst; random draws, not a model, because a model steering the draws "
-        "while early stopping judges them learns to favour configurations that merely start "
-        "fast (measured: benchmarks/search_efficiency.py)",
+        _summary(algorithm),
+        f"{_why_not_grid(grid, fits)}; {_why_model(algorithm)}"
+        f"{_why_halving(algorithm, max_epochs)}",
     )
 
 
-#: fields that, set beside ``name: auto``, ask for a model-based sampler
-_MODEL_FIELDS = {"model", "n_startup_trials", "early_stopping"}
+def _summary(algorithm: AlgorithmSpec) -> str:
+    if algorithm.model == SamplerModel.BOHB:
+        model = (
+            "BOHB: TPE fit on the longest budget with "
+            f"{max(1, algorithm.n_startup_trials)} values, a third of the draws random"
+        )
+    else:
+        model = "GP" if algorithm.model == SamplerModel.GP else "TPE"
+    rule = algorithm.pruner
+    if rule in (EarlyStopping.ASHA, EarlyStopping.HYPERBAND):
+        return (
+            f"bayesian ({model}) + {rule} (reduction factor {algorithm.reduction_factor}, "
+            f"first rung at epoch {algorithm.grace_period})"
+        )
+    return f"bayesian ({model}), early stopping: {rule}"
 
 
-def for_fork(spec: StudySpec) -> StudySpec:
-    """The spec a fork with history is stored with: ``auto`` that would search at random asks
-    for a model instead (TPE + Hyperband), so that the inherited trials guide the search.
-    Any other spec is kept as it is (a grid tries its points, and TPE uses history anyway)."""
-    if (
-        spec.algorithm.name != AlgorithmName.AUTO
-        or choose(spec).algorithm.name != AlgorithmName.ASHA
-    ):
-        return spec
-    modelled = spec.algorithm.model_copy(update={"early_stopping": EarlyStopping.HYPERBAND})
-    return spec.model_copy(update={"algorithm": modelled})
+def _why_model(algorithm: AlgorithmSpec) -> str:
+    if algorithm.model != SamplerModel.BOHB:
+        return f"the spec asks for model {algorithm.model} beside auto"
+    return (
+        "two draws in three come from TPE fit on the values at the longest budget that has "
+        f"{max(1, algorithm.n_startup_trials)} of them (completed trials, else the highest "
+        "rung past the first), never on first-rung values, which favour configurations that "
+        "merely start fast; one in three at random, as in BOHB"
+    )
+
+
+def _why_halving(algorithm: AlgorithmSpec, max_epochs: int) -> str:
+    if algorithm.pruner == EarlyStopping.ASHA:
+        return (
+            f"; successive halving gives the epochs to the best 1/{algorithm.reduction_factor} "
+            f"at each rung (epochs {_rungs(algorithm, max_epochs)}), judging none before epoch "
+            f"{algorithm.grace_period}, since the first epochs rank configurations worst "
+            "(measured: benchmarks/search_efficiency.py)"
+        )
+    return f", with {algorithm.pruner} early stopping"
 
 
 def _kept(given: AlgorithmSpec) -> dict[str, object]:
