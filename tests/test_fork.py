@@ -310,9 +310,7 @@ def test_auto_on_a_fork_models_the_inherited_trials(client):
     parent, centre = _plane_parent(client, max_epochs=10)
     auto = {**parent, "algorithm": {"name": "auto", "seed": 5}}
     fork = client.fork_study("parent", {**auto, "name": "fork"})
-    fresh = client.create_study(
-        {**parent, "name": "fresh", "algorithm": {"name": "random", "seed": 5}}
-    )
+    client.create_study({**parent, "name": "fresh", "algorithm": {"name": "random", "seed": 5}})
     assert fork.algorithm_choice is not None
     assert fork.algorithm_choice.summary.startswith("bayesian (BOHB")
     assert fork.spec.algorithm.name == "auto", "stored as asked"

@@ -9,22 +9,28 @@ The rule, in order:
    and nothing is left to chance.
 2. **TPE, no early stopping** when there is no epoch axis to stop on: ``max_epochs`` below
    :data:`MIN_EPOCHS_TO_STOP` (a study that reports once, or a handful of times).
-3. Otherwise **random search with successive halving** (``asha``): ``reduction_factor`` 3,
-   rungs at ``r, 3r, 9r, ...`` below ``max_epochs``, the first rung ``r`` at ``max_epochs / 27``
-   (at least 1), so about three rungs. Two measured lessons shape it
-   (``benchmarks/search_efficiency.py``, LCBench, six tasks by five seeds):
+3. Otherwise **BOHB** (``bayesian`` with ``model: bohb``, see :mod:`._bohb`) with successive
+   halving (``asha``): ``reduction_factor`` 3, rungs at ``r, 3r, 9r, ...`` below
+   ``max_epochs``, the first rung ``r`` at ``max_epochs / 27`` (at least 1), so about three
+   rungs; two draws in three from TPE fit on the values at the longest budget that has
+   :data:`AUTO_MODEL_VALUES` of them (completed trials, else the highest rung past the
+   first), one in three at random. Measured lessons shape it
+   (``benchmarks/search_efficiency.py``, LCBench, six tasks by five seeds, and a simulation
+   of these pure functions over 60 seeds):
 
-   - a model that steers which configurations to try (TPE) while early stopping judges them on
-     their first epochs learns to propose configurations that *start* fast; those then set
-     every rung, and the search collapses on tasks where early epochs mislead. Random
-     configurations keep the rungs honest, and successive halving still spends most epochs on
-     the best of many (about 140 configurations in 20 trials' worth of epochs);
+   - a model that steers which configurations to try while early stopping judges them on
+     their first epochs (TPE over pruned trials, ranked by how far they got) learns to
+     propose configurations that *start* fast; those then set every rung, and the search
+     collapses on tasks where early epochs mislead. BOHB never models the first rung, and
+     its random third keeps the rungs honest;
    - the first epoch ranks configurations worst of all, so no rung judges before
-     ``max_epochs / 27`` epochs: a hedge against misleading early epochs at almost no cost.
+     ``max_epochs / 27`` epochs: a hedge against misleading early epochs at almost no cost;
+   - a model fit early (3 values at a budget) did better than one that waits for
+     ``len(space) + 2`` values (about what BOHB asks for),
+     and better than random configurations with the same successive halving.
 
-   With a model asked for beside ``auto`` (``model``, ``n_startup_trials`` or an
-   ``early_stopping`` rule of the user's), it is TPE with that rule, Hyperband by default, whose
-   later brackets judge only on longer curves.
+   A model set beside ``auto`` (``model: gp``) replaces BOHB's; an ``early_stopping`` rule
+   set beside it replaces ``asha``.
 
 Fields set beside ``name: auto`` to something other than their default (``seed``,
 ``n_startup_trials``, ``early_stopping``, ``reduction_factor``, ``grace_period``, ``model``)
@@ -61,7 +67,7 @@ AUTO_REDUCTION_FACTOR = 3
 #: the first rung is max_epochs / 27, leaving about three rungs (27 = 3**3)
 AUTO_RUNGS = 3
 #: BOHB's model is fit on a budget once it holds this many values (measured: fewer values,
-#: an earlier model, did better than BOHB's len(space) + 1 on the search-efficiency benchmark)
+#: an earlier model, did better than len(space) + 2, about what BOHB waits for)
 AUTO_MODEL_VALUES = 3
 
 
@@ -70,7 +76,7 @@ class AutoChoice:
     """What ``auto`` runs, and why, in words a person reads on the study page."""
 
     algorithm: AlgorithmSpec
-    #: one line: "bayesian (TPE) + hyperband (reduction factor 3, first rung at epoch 2)"
+    #: one line: "bayesian (BOHB: ...) + asha (reduction factor 3, first rung at epoch 2)"
     summary: str
     reason: str
 
