@@ -30,7 +30,7 @@ model). The figure shows the mean over every task and seed, with a band of one s
 and is written to ``docs/search_efficiency.html`` (and ``.png`` when kaleido can draw it);
 ``--json`` keeps every run's curve.
 
-    python benchmarks/search_efficiency.py [--tasks 126025,...] [--seeds 5] [--budget 1040]
+    python benchmarks/search_efficiency.py [--tasks 126025,...] [--seeds 5 | 5-9] [--budget 1040]
         [--algorithms auto,random,...] [--parallelism 4] [--jobs 2] [--postgres-url URL]
 
 Needs ``onnxruntime`` and ``ray[tune]`` (``pip install -e ".[bench]"``). Not a test: it prints
@@ -550,7 +550,13 @@ def _fade(color: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default=",".join(DEV_TASKS))
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        default="5",
+        help="how many seeds (5: seeds 0 to 4), or a range of them (5-9), to check a result on "
+        "seeds it was not chosen on",
+    )
     parser.add_argument("--budget", type=int, default=1040)
     parser.add_argument("--parallelism", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=2, help="hpo studies run at once")
@@ -581,7 +587,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown algorithm {unknown[0]!r}")
     surrogate = Surrogate()
     runs: list[Run] = []
-    jobs = [(m, t, s) for m in methods for t in tasks for s in range(args.seeds)]
+    jobs = [(m, t, s) for m in methods for t in tasks for s in args.seeds]
     started = time.perf_counter()
     hpo_jobs = [j for j in jobs if j[0] in HPO_ALGORITHMS]
     if hpo_jobs:
@@ -609,7 +615,8 @@ def main(argv: list[str] | None = None) -> None:
             json.dumps(
                 {
                     "tasks": tasks,
-                    "seeds": args.seeds,
+                    "seeds": len(args.seeds),
+                    "seed_list": list(args.seeds),
                     "budget": args.budget,
                     "parallelism": args.parallelism,
                     "ray_engine": args.ray_engine,
@@ -630,8 +637,17 @@ def main(argv: list[str] | None = None) -> None:
                 indent=1,
             )
         )
-    report(runs, args.budget, args.figure, _subtitle(tasks, args.seeds, args.parallelism))
+    report(runs, args.budget, args.figure, _subtitle(tasks, len(args.seeds), args.parallelism))
     log(f"done in {time.perf_counter() - started:.0f} s")
+
+
+def _seeds(text: str) -> range:
+    """``5``: seeds 0 to 4; ``5-9``: seeds 5 to 9."""
+    first, _, last = text.partition("-")
+    seeds = range(int(first), int(last) + 1) if last else range(int(first))
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
+    return seeds
 
 
 def report_saved(args: argparse.Namespace) -> None:

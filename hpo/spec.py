@@ -332,9 +332,12 @@ class AlgorithmSpec(_Strict):
     name: AlgorithmName
     #: any 64-bit integer; grid search also needs 0 <= seed < 2**32 (checked on the study)
     seed: int | None = Field(default=None, ge=-_INT64_MAX - 1, le=_INT64_MAX)
-    #: bayesian only: ``tpe`` (multivariate TPE with constant liar) or ``gp``.
+    #: bayesian only: ``tpe`` (multivariate TPE with constant liar), ``gp``, or ``bohb`` (TPE
+    #: fit on the values at the longest budget that has ``n_startup_trials`` of them, past the
+    #: first rung; one draw in three at random).
     model: SamplerModel = SamplerModel.TPE
-    #: bayesian only: random trials before the model takes over.
+    #: bayesian only: random trials before the model takes over (``bohb``: values at one
+    #: budget before the model is fit on them).
     n_startup_trials: int = Field(default=10, ge=0, le=MAX_TRIALS)
     #: early stopping for any sampler; ``asha`` defaults to ``asha``, the others to ``none``.
     early_stopping: EarlyStopping | None = None

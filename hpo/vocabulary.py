@@ -102,10 +102,13 @@ class OnOom(_Word):
 
 
 class SamplerModel(_Word):
-    """The model of ``bayesian``: multivariate TPE, or a Gaussian process."""
+    """The model of ``bayesian``: multivariate TPE, a Gaussian process, or TPE fit the way
+    BOHB fits it (on the values at the longest budget that has enough of them; see
+    ``hpo.algorithms._bohb``)."""
 
     TPE = "tpe"
     GP = "gp"
+    BOHB = "bohb"
 
 
 class EarlyStopping(_Word):

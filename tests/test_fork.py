@@ -304,16 +304,16 @@ def test_tpe_on_a_fork_proposes_near_the_parents_best_trials(client):
 
 
 def test_auto_on_a_fork_models_the_inherited_trials(client):
-    """auto would search a continuous space with epochs at random; on a fork with history it
-    runs TPE (with Hyperband), so the fork's first proposals also gather near the parent's best
-    trials."""
+    """auto runs BOHB with an epoch axis: on a fork, the inherited completed trials are the
+    longest budget with enough values from the first ask, so the fork's first proposals
+    gather near the parent's best trials, where a random study's spread over the plane."""
     parent, centre = _plane_parent(client, max_epochs=10)
     auto = {**parent, "algorithm": {"name": "auto", "seed": 5}}
     fork = client.fork_study("parent", {**auto, "name": "fork"})
-    fresh = client.create_study({**auto, "name": "fresh"})
-    assert fresh.algorithm_choice is not None and fresh.algorithm_choice.algorithm.name == "asha"
+    client.create_study({**parent, "name": "fresh", "algorithm": {"name": "random", "seed": 5}})
     assert fork.algorithm_choice is not None
-    assert fork.algorithm_choice.summary.startswith("bayesian (TPE) + hyperband")
+    assert fork.algorithm_choice.summary.startswith("bayesian (BOHB")
+    assert fork.spec.algorithm.name == "auto", "stored as asked"
 
     forked = _spread(_first_proposals(client, "fork"), centre)
     at_random = _spread(_first_proposals(client, "fresh"), centre)

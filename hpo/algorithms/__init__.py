@@ -3,7 +3,7 @@
 Nothing here reads or writes storage; the service layer does the I/O.
 """
 
-from ._auto import AutoChoice, choose, for_fork, in_force
+from ._auto import AutoChoice, choose, in_force
 from ._constrained import feasible_grid_size, parsed_constraints
 from ._early_stopping import (
     MEDIAN_STARTUP_TRIALS,
@@ -28,6 +28,7 @@ from ._samplers import (
     grid_point,
     missing_requirements,
     needs_history,
+    needs_rungs,
     sample_params,
     trial_seed,
 )
@@ -49,7 +50,6 @@ __all__ = [
     "clean_params",
     "distributions",
     "feasible_grid_size",
-    "for_fork",
     "fork_problems",
     "fork_seed",
     "grid_point",
@@ -61,6 +61,7 @@ __all__ = [
     "median_stops",
     "missing_requirements",
     "needs_history",
+    "needs_rungs",
     "promoted",
     "parsed_constraints",
     "pruning_applies",

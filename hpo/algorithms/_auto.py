@@ -9,22 +9,28 @@ The rule, in order:
    and nothing is left to chance.
 2. **TPE, no early stopping** when there is no epoch axis to stop on: ``max_epochs`` below
    :data:`MIN_EPOCHS_TO_STOP` (a study that reports once, or a handful of times).
-3. Otherwise **random search with successive halving** (``asha``): ``reduction_factor`` 3,
-   rungs at ``r, 3r, 9r, ...`` below ``max_epochs``, the first rung ``r`` at ``max_epochs / 27``
-   (at least 1), so about three rungs. Two measured lessons shape it
-   (``benchmarks/search_efficiency.py``, LCBench, six tasks by five seeds):
+3. Otherwise **BOHB** (``bayesian`` with ``model: bohb``, see :mod:`._bohb`) with successive
+   halving (``asha``): ``reduction_factor`` 3, rungs at ``r, 3r, 9r, ...`` below
+   ``max_epochs``, the first rung ``r`` at ``max_epochs / 27`` (at least 1), so about three
+   rungs; two draws in three from TPE fit on the values at the longest budget that has
+   :data:`AUTO_MODEL_VALUES` of them (completed trials, else the highest rung past the
+   first), one in three at random. Measured lessons shape it
+   (``benchmarks/search_efficiency.py``, LCBench, six tasks by five seeds, and a simulation
+   of these pure functions over 60 seeds):
 
-   - a model that steers which configurations to try (TPE) while early stopping judges them on
-     their first epochs learns to propose configurations that *start* fast; those then set
-     every rung, and the search collapses on tasks where early epochs mislead. Random
-     configurations keep the rungs honest, and successive halving still spends most epochs on
-     the best of many (about 140 configurations in 20 trials' worth of epochs);
+   - a model that steers which configurations to try while early stopping judges them on
+     their first epochs (TPE over pruned trials, ranked by how far they got) learns to
+     propose configurations that *start* fast; those then set every rung, and the search
+     collapses on tasks where early epochs mislead. BOHB never models the first rung, and
+     its random third keeps the rungs honest;
    - the first epoch ranks configurations worst of all, so no rung judges before
-     ``max_epochs / 27`` epochs: a hedge against misleading early epochs at almost no cost.
+     ``max_epochs / 27`` epochs: a hedge against misleading early epochs at almost no cost;
+   - a model fit early (3 values at a budget) did better than one that waits for
+     ``len(space) + 2`` values (about what BOHB asks for),
+     and better than random configurations with the same successive halving.
 
-   With a model asked for beside ``auto`` (``model``, ``n_startup_trials`` or an
-   ``early_stopping`` rule of the user's), it is TPE with that rule, Hyperband by default, whose
-   later brackets judge only on longer curves.
+   A model set beside ``auto`` (``model: gp``) replaces BOHB's; an ``early_stopping`` rule
+   set beside it replaces ``asha``.
 
 Fields set beside ``name: auto`` to something other than their default (``seed``,
 ``n_startup_trials``, ``early_stopping``, ``reduction_factor``, ``grace_period``, ``model``)
@@ -45,11 +51,11 @@ from pydantic import TypeAdapter
 
 from ..constraints import MAX_CHECK_WORK, MAX_CONSTRAINED_GRID
 from ..spec import MAX_GRID_POINTS, MAX_GRID_SEED, AlgorithmSpec, Param, StudySpec
-from ..vocabulary import AlgorithmName, EarlyStopping
+from ..vocabulary import AlgorithmName, EarlyStopping, SamplerModel
 from ._constrained import feasible_grid_size, parsed_constraints
 from ._space import Space
 
-__all__ = ["MIN_EPOCHS_TO_STOP", "SMALL_GRID", "AutoChoice", "choose", "for_fork", "in_force"]
+__all__ = ["MIN_EPOCHS_TO_STOP", "SMALL_GRID", "AutoChoice", "choose", "in_force"]
 
 #: with no trial or epoch budget, a discrete space of at most this many points is searched as
 #: a grid (it then ends by itself once every point was tried)
@@ -60,6 +66,9 @@ MIN_EPOCHS_TO_STOP = 9
 AUTO_REDUCTION_FACTOR = 3
 #: the first rung is max_epochs / 27, leaving about three rungs (27 = 3**3)
 AUTO_RUNGS = 3
+#: BOHB's model is fit on a budget once it holds this many values (measured: fewer values,
+#: an earlier model, did better than len(space) + 2, about what BOHB waits for)
+AUTO_MODEL_VALUES = 3
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,7 @@ class AutoChoice:
     """What ``auto`` runs, and why, in words a person reads on the study page."""
 
     algorithm: AlgorithmSpec
-    #: one line: "bayesian (TPE) + hyperband (reduction factor 3, first rung at epoch 2)"
+    #: one line: "bayesian (BOHB: ...) + asha (reduction factor 3, first rung at epoch 2)"
     summary: str
     reason: str
 
@@ -117,54 +126,64 @@ def choose(spec: StudySpec) -> AutoChoice:
         if "grace_period" in kept
         else max(1, round(max_epochs / eta**AUTO_RUNGS))
     )
-    halving = {"reduction_factor": eta, "grace_period": min(grace, max_epochs - 1)}
-    first = _why_not_grid(grid, fits)
-    if kept.keys() & _MODEL_FIELDS:
-        algorithm = AlgorithmSpec.model_validate(
-            {
-                "early_stopping": EarlyStopping.HYPERBAND,
-                **kept,
-                **halving,
-                "name": AlgorithmName.BAYESIAN,
-            }
-        )
-        rule = str(algorithm.pruner)
-        return AutoChoice(
-            algorithm,
-            f"bayesian (TPE) + {rule} (reduction factor {eta}, first rung at epoch "
-            f"{algorithm.grace_period})",
-            f"{first}; the spec asks for a model beside auto, so TPE models the results, with "
-            f"{rule} early stopping",
-        )
-    algorithm = AlgorithmSpec.model_validate({**kept, **halving, "name": AlgorithmName.ASHA})
+    model = kept.get("model", SamplerModel.BOHB)
+    defaults: dict[str, object] = {"model": SamplerModel.BOHB, "early_stopping": EarlyStopping.ASHA}
+    if model == SamplerModel.BOHB:
+        defaults["n_startup_trials"] = AUTO_MODEL_VALUES
+    algorithm = AlgorithmSpec.model_validate(
+        {
+            **defaults,
+            **kept,
+            "reduction_factor": eta,
+            "grace_period": min(grace, max_epochs - 1),
+            "name": AlgorithmName.BAYESIAN,
+        }
+    )
     return AutoChoice(
         algorithm,
-        f"asha: random search + successive halving (reduction factor {eta}, first rung at "
-        f"epoch {algorithm.grace_period})",
-        f"{first}; successive halving tries many random configurations and gives the epochs "
-        f"to the best 1/{eta} at each rung (epochs {_rungs(algorithm, max_epochs)}), judging "
-        f"none before epoch {algorithm.grace_period}, since the first epochs rank "
-        "configurations worst; random draws, not a model, because a model steering the draws "
-        "while early stopping judges them learns to favour configurations that merely start "
-        "fast (measured: benchmarks/search_efficiency.py)",
+        _summary(algorithm),
+        f"{_why_not_grid(grid, fits)}; {_why_model(algorithm)}"
+        f"{_why_halving(algorithm, max_epochs)}",
     )
 
 
-#: fields that, set beside ``name: auto``, ask for a model-based sampler
-_MODEL_FIELDS = {"model", "n_startup_trials", "early_stopping"}
+def _summary(algorithm: AlgorithmSpec) -> str:
+    if algorithm.model == SamplerModel.BOHB:
+        model = (
+            "BOHB: TPE fit on the longest budget with "
+            f"{max(1, algorithm.n_startup_trials)} values, a third of the draws random"
+        )
+    else:
+        model = "GP" if algorithm.model == SamplerModel.GP else "TPE"
+    rule = algorithm.pruner
+    if rule in (EarlyStopping.ASHA, EarlyStopping.HYPERBAND):
+        return (
+            f"bayesian ({model}) + {rule} (reduction factor {algorithm.reduction_factor}, "
+            f"first rung at epoch {algorithm.grace_period})"
+        )
+    return f"bayesian ({model}), early stopping: {rule}"
 
 
-def for_fork(spec: StudySpec) -> StudySpec:
-    """The spec a fork with history is stored with: ``auto`` that would search at random asks
-    for a model instead (TPE + Hyperband), so that the inherited trials guide the search.
-    Any other spec is kept as it is (a grid tries its points, and TPE uses history anyway)."""
-    if (
-        spec.algorithm.name != AlgorithmName.AUTO
-        or choose(spec).algorithm.name != AlgorithmName.ASHA
-    ):
-        return spec
-    modelled = spec.algorithm.model_copy(update={"early_stopping": EarlyStopping.HYPERBAND})
-    return spec.model_copy(update={"algorithm": modelled})
+def _why_model(algorithm: AlgorithmSpec) -> str:
+    if algorithm.model != SamplerModel.BOHB:
+        return f"the spec asks for model {algorithm.model} beside auto"
+    return (
+        "two draws in three come from TPE fit on the values at the longest budget that has "
+        f"{max(1, algorithm.n_startup_trials)} of them (completed trials, else the highest "
+        "rung past the first), never on first-rung values, which favour configurations that "
+        "merely start fast; one in three at random, as in BOHB"
+    )
+
+
+def _why_halving(algorithm: AlgorithmSpec, max_epochs: int) -> str:
+    if algorithm.pruner == EarlyStopping.ASHA:
+        return (
+            f"; successive halving gives the epochs to the best 1/{algorithm.reduction_factor} "
+            f"at each rung (epochs {_rungs(algorithm, max_epochs)}), judging none before epoch "
+            f"{algorithm.grace_period}, since the first epochs rank configurations worst "
+            "(measured: benchmarks/search_efficiency.py)"
+        )
+    return f", with {algorithm.pruner} early stopping"
 
 
 def _kept(given: AlgorithmSpec) -> dict[str, object]:

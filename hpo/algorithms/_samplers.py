@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,7 +19,8 @@ import optuna
 from optuna.distributions import BaseDistribution
 
 from ..spec import AlgorithmSpec
-from ..vocabulary import AlgorithmName, FailureKind, TrialState
+from ..vocabulary import AlgorithmName, FailureKind, SamplerModel, TrialState
+from . import _bohb
 from ._constrained import (
     constrained_grid_point,
     feasible_draw,
@@ -59,6 +60,13 @@ def build_sampler(
         return optuna.samplers.GridSampler(grid_points(space), seed=algorithm.seed)
     seed = trial_seed(algorithm.seed, trial_number)
     if algorithm.name == "bayesian":
+        if algorithm.model == SamplerModel.BOHB:
+            # the model half of BOHB: fit on the values of one budget (no trial in flight
+            # is told: they have no value at that budget yet); the random third and the
+            # draws before any budget has enough values use RandomSampler
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, n_startup_trials=0
+            )
         if algorithm.model == "gp":
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=algorithm.n_startup_trials)
         return optuna.samplers.TPESampler(
@@ -85,12 +93,20 @@ class PastTrial:
     last_step: int | None = None
     #: see hpo.vocabulary.FailureKind: a failed trial is history only if it ran out of memory
     failure_kind: str | None = None
+    #: (epoch, value) at each successive-halving rung the latest attempt reached; read only
+    #: for a sampler that models them (see :func:`needs_rungs`)
+    rungs: tuple[tuple[int, float], ...] = ()
 
 
 def needs_history(algorithm: AlgorithmSpec) -> bool:
     """Whether drawing a trial under ``algorithm`` looks at earlier trials (TPE and GP do;
     grid and random draw from the trial number and the seed alone)."""
     return algorithm.name == AlgorithmName.BAYESIAN
+
+
+def needs_rungs(algorithm: AlgorithmSpec) -> bool:
+    """Whether the sampler models the values trials recorded at each rung (``bohb``)."""
+    return algorithm.name == AlgorithmName.BAYESIAN and algorithm.model == SamplerModel.BOHB
 
 
 #: grids up to this size follow GridSampler's own order (a shuffle of every point's index:
@@ -177,6 +193,8 @@ def sample_params(
             return constrained_grid_point(space, parsed, seed=algorithm.seed, number=number)
         return grid_point(space, seed=algorithm.seed, number=number)
     dists = distributions(space)
+    if needs_rungs(algorithm):
+        return _bohb_draw(algorithm, space, dists, parsed, number, direction, history or [])
     study = optuna.create_study(
         direction=direction,
         sampler=build_sampler(algorithm, space, trial_number=number),
@@ -200,6 +218,59 @@ def sample_params(
     return clean_params(space, study.ask(dists).params)
 
 
+def _bohb_draw(
+    algorithm: AlgorithmSpec,
+    space: Space,
+    dists: dict[str, BaseDistribution],
+    parsed: Sequence[Any],
+    number: int,
+    direction: Literal["maximize", "minimize"],
+    history: list[PastTrial],
+) -> dict[str, Any]:
+    """``model: bohb`` (see :mod:`._bohb`): a random draw for one trial in three and until a
+    budget has ``n_startup_trials`` values; else TPE fit on the values of the longest such
+    budget, with the trials that ran out of memory as worse than all of them."""
+    usable = [past for past in history if _usable(past, dists)]
+    observed: list[tuple[dict[str, Any], float]] = []
+    if not _bohb.draws_at_random(algorithm.seed, number):
+        observed = _bohb.observations(
+            [past for past in usable if not _out_of_memory(past)],
+            first_rung=algorithm.grace_period,
+            min_values=algorithm.n_startup_trials,
+        )
+
+    def sampler(seed: int | None) -> optuna.samplers.BaseSampler:
+        if not observed:
+            return optuna.samplers.RandomSampler(seed=trial_seed(seed, number))
+        return build_sampler(
+            algorithm.model_copy(update={"seed": seed}), space, trial_number=number
+        )
+
+    study = optuna.create_study(direction=direction, sampler=sampler(algorithm.seed))
+    if observed:
+        worst = _worse_than((v for _, v in observed), direction=direction)
+        ran_out = [p.params for p in usable if _out_of_memory(p)]
+        study.add_trials(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.COMPLETE,
+                value=value,
+                params=params,
+                distributions=dists,
+            )
+            for params, value in [*observed, *((p, worst) for p in ran_out)]
+        )
+    if parsed:
+        return feasible_draw(
+            study,
+            dists,
+            space,
+            parsed,
+            sampler_for=lambda attempt: sampler(redraw_seed(algorithm.seed, number, attempt)),
+            fallback_seed=redraw_seed(algorithm.seed, number, 0),
+        )
+    return clean_params(space, study.ask(dists).params)
+
+
 def _out_of_memory(past: PastTrial) -> bool:
     return past.state == TrialState.FAILED and past.failure_kind == FailureKind.OOM
 
@@ -211,7 +282,11 @@ def _worse_than_all(history: list[PastTrial], direction: str) -> float:
     (Optuna's TPE splits by rank, so this is what its ``constraints_func`` would do with an
     infeasible trial, through the public API alone), and a GP sees low values there.
     """
-    values = [p.value for p in history if p.value is not None and math.isfinite(p.value)]
+    return _worse_than((p.value for p in history if p.value is not None), direction=direction)
+
+
+def _worse_than(given: Iterable[float], *, direction: str) -> float:
+    values = [v for v in given if math.isfinite(v)]
     if not values:
         return 0.0
     spread = max(values) - min(values)

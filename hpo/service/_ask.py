@@ -22,7 +22,7 @@ from ..budget import compute_limits, decide_ask, wall_clock_spent
 from ..oom import attempt_batch, attempt_params
 from ..schemas import TrialAssignment
 from ..spec import StudySpec
-from ..storage import Database, RunRow, StudyRow, TrialRow, latest_attempt, utcnow
+from ..storage import Database, RungRow, RunRow, StudyRow, TrialRow, latest_attempt, utcnow
 from ..vocabulary import FailureKind, StudyStatus, TrialState
 from . import _statements as sql
 from ._common import hash_token, spec_by_id, study_key, study_not_found
@@ -90,7 +90,7 @@ def _snapshot(db: Database, session: Session, ref: str | int) -> tuple[_Snapshot
     refused = refused_before_drawing(session, row.id, row.name, spec, utcnow())
     if refused is not None:
         raise refused
-    history = _history(session, row.id)
+    history = _history(session, row.id, spec)
     snap = _Snapshot(row.id, row.name, spec, row.created_at, history, inherited=row.inherited)
     return snap, row.handed_out
 
@@ -110,9 +110,10 @@ def _refuse_if_over(name: str, status: str, created_at: Any, spec: StudySpec) ->
         raise StudyNotRunning(decision.reason)
 
 
-def _history(session: Session, study_id: int) -> list[PastTrial]:
+def _history(session: Session, study_id: int, spec: StudySpec) -> list[PastTrial]:
     """What the sampler learns from: trials that ran or run, and those that ran out of memory
-    (the sampler learns that their region does not fit)."""
+    (the sampler learns that their region does not fit); for a sampler that models them, the
+    values each trial's latest attempt recorded at the rungs it reached."""
     out_of_memory = and_(
         TrialRow.state == TrialState.FAILED, RunRow.failure_kind == FailureKind.OOM
     )
@@ -132,9 +133,41 @@ def _history(session: Session, study_id: int) -> list[PastTrial]:
         )
         .order_by(TrialRow.number)
     ).all()
+    rungs = _rung_values(session, study_id, spec)
     return [
-        PastTrial(r.number, r.state, r.params, r.value, r.last_step, r.failure_kind) for r in rows
+        PastTrial(
+            r.number,
+            r.state,
+            r.params,
+            r.value,
+            r.last_step,
+            r.failure_kind,
+            tuple(rungs.get(r.number, ())),
+        )
+        for r in rows
     ]
+
+
+def _rung_values(
+    session: Session, study_id: int, spec: StudySpec
+) -> dict[int, list[tuple[int, float]]]:
+    """(epoch, value) at each rung, by trial number, of the trials' latest attempts; empty
+    unless the sampler in force models them (``model: bohb``)."""
+    algorithm = algorithms.in_force(spec)
+    plan = algorithms.halving_plan(algorithm, spec.budget)
+    if plan is None or not algorithms.needs_rungs(algorithm):
+        return {}
+    rows = session.execute(
+        select(RungRow.trial_number, RungRow.bracket, RungRow.rung, RungRow.value)
+        .join(RunRow, RunRow.id == RungRow.run_id)
+        .join(TrialRow, latest_attempt())
+        .where(RungRow.study_id == study_id)
+    ).all()
+    out: dict[int, list[tuple[int, float]]] = {}
+    for r in rows:
+        epoch = algorithms.rung_step(plan, r.bracket, r.rung)
+        out.setdefault(r.trial_number, []).append((epoch, r.value))
+    return out
 
 
 def _draw(snap: _Snapshot, number: int) -> dict[str, Any]:

@@ -78,9 +78,8 @@ def fork_study(
                 algorithm=algorithms.in_force(spec).name,
             )
         ]
-        stored = algorithms.for_fork(spec) if kept else spec
         row = insert_study(
-            session, spec=stored, created_by=created_by, parent_id=source.id, inherited=len(kept)
+            session, spec=spec, created_by=created_by, parent_id=source.id, inherited=len(kept)
         )
         if kept:
             session.execute(
