@@ -11,8 +11,11 @@ import time
 from datetime import datetime
 
 import pytest
+import ray
 
+from hpo.schemas import TrialAssignment
 from tests._live import LiveController
+from workers.dispatcher import Dispatcher, InFlight
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -309,3 +312,31 @@ def test_the_dispatcher_asks_only_when_an_ask_can_succeed_and_its_polls_stay_qui
     live.api("GET", "/api/v1/studies/quiet")
     mine = [r for r in access_log.records if r.path == "/api/v1/studies/quiet"]
     assert [r.levelno for r in mine][-1:] == [logging.INFO]
+
+
+@ray.remote(num_cpus=0)
+def _still_returning() -> None:
+    time.sleep(5)
+
+
+def test_only_cancelled_or_deleted_studies_have_their_tasks_killed(live):
+    """A study completes when its last trial completes, while that trial's task is still
+    returning: killing it then could trip Ray's own bookkeeping (a task killed as it returns
+    brings the driver down, the controller with it). So a completed study's last tasks end by
+    themselves; a cancelled or deleted study's are killed."""
+    done = synthetic_study("done", budget={"max_trials": 1, "max_epochs": 1})
+    stopped = synthetic_study("stopped", budget={"max_trials": 1, "max_epochs": 30})
+    for spec in (done, stopped):
+        assert live.api("POST", "/api/v1/studies", json=spec).status_code == 201
+    live.wait_for("done")
+    assert live.api("POST", "/api/v1/studies/stopped/cancel").status_code == 200
+    dispatcher = Dispatcher(live.url)  # not started: its in-flight tasks are the test's own
+    try:
+        for name in ("done", "stopped", "gone"):
+            assignment = TrialAssignment(study=name, number=0, params={}, token="t")
+            dispatcher.inflight[_still_returning.remote()] = InFlight(name, assignment, 0, 0)
+        dispatcher._cancel_orphans({})
+        left = {flight.study for flight in dispatcher.inflight.values()}
+        assert left == {"done"}, "only the completed study's task is left to end by itself"
+    finally:
+        dispatcher.client.close()

@@ -175,7 +175,7 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(timeout=30)
         if cancel:
-            for ref in list(self.inflight):
+            for ref in self._unfinished(list(self.inflight)):
                 ray.cancel(ref, force=True)
         try:  # the other controllers take its studies now, not when the leases run out
             self.client.release_studies(self.name)
@@ -335,10 +335,37 @@ class Dispatcher:
                 raise
 
     def _cancel_orphans(self, running: Mapping[str, StudyPublic]) -> None:
-        for ref, flight in list(self.inflight.items()):
-            if flight.study not in running:  # cancelled, completed or deleted
-                ray.cancel(ref, force=True)
-                self.inflight.pop(ref)
-                log.info(
-                    "trial %s/%d cancelled with its study", flight.study, flight.assignment.number
-                )
+        """Kill the tasks of studies that were cancelled or deleted.
+
+        A task of a study that *completed* is left to end by itself: its trial is over and
+        it is returning (or will at its next call, which the controller answers with stop).
+        Killing a task at the moment it returns trips an assertion inside Ray that takes the
+        whole driver process down with it, this controller included; so do tasks that have
+        already finished.
+        """
+        orphans = [ref for ref, flight in self.inflight.items() if flight.study not in running]
+        statuses: dict[str, str] = {}
+        for ref in self._unfinished(orphans):
+            flight = self.inflight[ref]
+            if flight.study not in statuses:
+                statuses[flight.study] = self._status(flight.study)
+            if statuses[flight.study] == "completed":
+                continue
+            ray.cancel(ref, force=True)
+            self.inflight.pop(ref)
+            log.info("trial %s/%d cancelled with its study", flight.study, flight.assignment.number)
+
+    def _status(self, study: str) -> str:
+        try:
+            return str(self.client.get_study(study).status)
+        except HPOClientError as exc:
+            if exc.status_code == 404:
+                return "deleted"
+            raise
+
+    @staticmethod
+    def _unfinished(refs: list[ray.ObjectRef]) -> list[ray.ObjectRef]:
+        if not refs:
+            return []
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=0)
+        return list(pending)
