@@ -157,7 +157,6 @@ class Dispatcher:
         self.inflight: dict[ray.ObjectRef, InFlight] = {}
         #: study name -> why its trials wait for the Ray cluster (none: they do not)
         self.waiting: dict[str, str] = {}
-        self._nodes: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -211,12 +210,8 @@ class Dispatcher:
         self._collect()
         running = {s.name: s for s in self.client.list_studies(status="running")}
         self._cancel_orphans(running)
-        self._nodes = ray.nodes()
-        for name in set(self.waiting) - set(running):
-            del self.waiting[name]
         ours = sorted((s for s in running.values() if self._runs_here(s)), key=lambda s: s.id)
-        for study in ours:  # why each one's trials wait, told with the lease's renewal
-            self._can_ever_fit(study)
+        self.waiting = self._why_waiting(ours, ray.nodes())  # told with the lease's renewal
         grant = self.client.claim_studies(
             self.name,
             [s.name for s in ours],
@@ -257,18 +252,21 @@ class Dispatcher:
                 raise
             self._launch(study, assignment.assignment)
 
-    def _can_ever_fit(self, study: StudyPublic) -> bool:
-        """False while no alive node could run one trial (logged once each time the reason
-        changes); the reason is kept in :attr:`waiting` for the controller's dashboard."""
-        res = study.spec.resources
-        reason = why_waiting(res.gpus_per_trial, res.cpus_per_trial, self._nodes)
-        if reason is None:
-            self.waiting.pop(study.name, None)
-            return True
-        if self.waiting.get(study.name) != reason:
-            log.warning("study %s: %s", study.name, reason)
-        self.waiting[study.name] = reason
-        return False
+    def _why_waiting(
+        self, studies: Sequence[StudyPublic], nodes: Sequence[Mapping[str, Any]]
+    ) -> dict[str, str]:
+        """Why each study's trials wait (no alive node could run one trial), by study name;
+        a reason is logged when it is new."""
+        waiting: dict[str, str] = {}
+        for study in studies:
+            res = study.spec.resources
+            reason = why_waiting(res.gpus_per_trial, res.cpus_per_trial, nodes)
+            if reason is None:
+                continue
+            if self.waiting.get(study.name) != reason:
+                log.warning("study %s: %s", study.name, reason)
+            waiting[study.name] = reason
+        return waiting
 
     def _fits(self, gpus: float, cpus: float) -> bool:
         total = ray.cluster_resources()

@@ -53,6 +53,7 @@ from ..constraints import MAX_CHECK_WORK, MAX_CONSTRAINED_GRID
 from ..spec import MAX_GRID_POINTS, MAX_GRID_SEED, AlgorithmSpec, Param, StudySpec
 from ..vocabulary import AlgorithmName, EarlyStopping, SamplerModel
 from ._constrained import feasible_grid_size, parsed_constraints
+from ._early_stopping import halving_plan, rung_steps
 from ._space import Space
 
 __all__ = ["MIN_EPOCHS_TO_STOP", "SMALL_GRID", "AutoChoice", "choose", "in_force"]
@@ -142,8 +143,7 @@ def choose(spec: StudySpec) -> AutoChoice:
     return AutoChoice(
         algorithm,
         _summary(algorithm),
-        f"{_why_not_grid(grid, fits)}; {_why_model(algorithm)}"
-        f"{_why_halving(algorithm, max_epochs)}",
+        f"{_why_not_grid(grid, fits)}; {_why_model(algorithm)}{_why_halving(algorithm, spec)}",
     )
 
 
@@ -175,11 +175,13 @@ def _why_model(algorithm: AlgorithmSpec) -> str:
     )
 
 
-def _why_halving(algorithm: AlgorithmSpec, max_epochs: int) -> str:
-    if algorithm.pruner == EarlyStopping.ASHA:
+def _why_halving(algorithm: AlgorithmSpec, spec: StudySpec) -> str:
+    plan = halving_plan(algorithm, spec.budget)
+    if plan is not None and algorithm.pruner == EarlyStopping.ASHA:
+        rungs = ", ".join(map(str, rung_steps(plan)))
         return (
             f"; successive halving gives the epochs to the best 1/{algorithm.reduction_factor} "
-            f"at each rung (epochs {_rungs(algorithm, max_epochs)}), judging none before epoch "
+            f"at each rung (epochs {rungs}), judging none before epoch "
             f"{algorithm.grace_period}, since the first epochs rank configurations worst "
             "(measured: benchmarks/search_efficiency.py)"
         )
@@ -214,14 +216,6 @@ def _why_not_grid(grid: int | None, fits: int | None) -> str:
             f"the grid of {grid:,} points is larger than the budget of {fits:,} full-length trials"
         )
     return f"the grid of {grid:,} points is large and no trial or epoch budget bounds it"
-
-
-def _rungs(algorithm: AlgorithmSpec, max_epochs: int) -> str:
-    steps, step = [], algorithm.grace_period
-    while step < max_epochs:
-        steps.append(str(step))
-        step *= algorithm.reduction_factor
-    return ", ".join(steps)
 
 
 def _grid_size(spec: StudySpec) -> int | None:

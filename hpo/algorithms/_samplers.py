@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -194,42 +194,45 @@ def sample_params(
         return grid_point(space, seed=algorithm.seed, number=number)
     dists = distributions(space)
     if needs_rungs(algorithm):
-        return _bohb_draw(algorithm, space, dists, parsed, number, direction, history or [])
-    study = optuna.create_study(
-        direction=direction,
-        sampler=build_sampler(algorithm, space, trial_number=number),
-    )
-    if history:
-        worst = _worse_than_all(history, direction)
-        study.add_trials(_frozen(past, dists, worst) for past in history if _usable(past, dists))
+        study, sampler = _bohb_study(algorithm, space, dists, number, direction, history or [])
+    else:
+
+        def sampler(seed: int | None) -> optuna.samplers.BaseSampler:
+            redrawn = (
+                algorithm if seed == algorithm.seed else algorithm.model_copy(update={"seed": seed})
+            )
+            return build_sampler(redrawn, space, trial_number=number)
+
+        study = optuna.create_study(direction=direction, sampler=sampler(algorithm.seed))
+        if history:
+            worst = _worse_than_all(history, direction)
+            study.add_trials(
+                _frozen(past, dists, worst) for past in history if _usable(past, dists)
+            )
     if parsed:
         return feasible_draw(
             study,
             dists,
             space,
             parsed,
-            sampler_for=lambda attempt: build_sampler(
-                algorithm.model_copy(update={"seed": redraw_seed(algorithm.seed, number, attempt)}),
-                space,
-                trial_number=number,
-            ),
+            sampler_for=lambda attempt: sampler(redraw_seed(algorithm.seed, number, attempt)),
             fallback_seed=redraw_seed(algorithm.seed, number, 0),
         )
     return clean_params(space, study.ask(dists).params)
 
 
-def _bohb_draw(
+def _bohb_study(
     algorithm: AlgorithmSpec,
     space: Space,
     dists: dict[str, BaseDistribution],
-    parsed: Sequence[Any],
     number: int,
     direction: Literal["maximize", "minimize"],
     history: list[PastTrial],
-) -> dict[str, Any]:
-    """``model: bohb`` (see :mod:`._bohb`): a random draw for one trial in three and until a
-    budget has ``n_startup_trials`` values; else TPE fit on the values of the longest such
-    budget, with the trials that ran out of memory as worse than all of them."""
+) -> tuple[optuna.Study, Callable[[int | None], optuna.samplers.BaseSampler]]:
+    """``model: bohb`` (see :mod:`._bohb`): the study to draw from and its sampler for a seed.
+    A random draw for one trial in three and until a budget has ``n_startup_trials`` values;
+    else TPE fit on the values of the longest such budget, with the trials that ran out of
+    memory as worse than all of them."""
     usable = [past for past in history if _usable(past, dists)]
     observed: list[tuple[dict[str, Any], float]] = []
     if not _bohb.draws_at_random(algorithm.seed, number):
@@ -259,16 +262,7 @@ def _bohb_draw(
             )
             for params, value in [*observed, *((p, worst) for p in ran_out)]
         )
-    if parsed:
-        return feasible_draw(
-            study,
-            dists,
-            space,
-            parsed,
-            sampler_for=lambda attempt: sampler(redraw_seed(algorithm.seed, number, attempt)),
-            fallback_seed=redraw_seed(algorithm.seed, number, 0),
-        )
-    return clean_params(space, study.ask(dists).params)
+    return study, sampler
 
 
 def _out_of_memory(past: PastTrial) -> bool:
