@@ -1,4 +1,5 @@
-"""GPU check of hpo's CUDA path, driven through the real service (run by benchmarks/gpu_check/check.sh).
+"""GPU check of hpo's CUDA path, driven through the real service (run by
+benchmarks/gpu_check/check.sh).
 
 1. starts ``python -m controller serve --no-dispatch`` (SQLite in /tmp, loopback, no key);
 2. a digits-vit ASHA study: this process is the worker (no Ray): it asks trials with the
@@ -6,15 +7,24 @@
    calls ``workers.runner.run(job)`` in-process; prints every trial's state, params, final
    metrics and per-epoch gpu_memory_peak_mb / epoch_seconds / samples_per_second, the autocast
    dtype in use, and the best configuration;
-3. real CUDA out-of-memory: the process limits itself with
+3. float16 with a gradient scaler, the path of a GPU without bfloat16 (the lent H100/H200 have
+   it, so ``pick_device()`` never takes it there by itself): for this part only
+   ``torch.cuda.is_bf16_supported`` is patched to return False (the product code is not
+   changed) and ``torch.amp.GradScaler`` is replaced by a subclass that only records ``enabled``
+   and counts updates; 2 digits-vit trials of one fixed configuration (their seeds differ),
+   3 epochs each, must train with autocast float16 and an enabled GradScaler (final scale
+   finite and > 0), complete, and report only finite metrics with ``gpu_memory_peak_mb``;
+   both are restored afterwards;
+4. real CUDA out-of-memory: the process limits itself with
    ``torch.cuda.set_per_process_memory_fraction`` (calibrated so batch 256 fits and 512 does
    not), then two studies with ``resources.on_oom: accumulate``: one that must come down
    1024 -> 512 -> 256 and complete, one whose ``min_batch_size`` 512 floor makes it fail with
    kind ``oom``; the attempts are read back through GET /api/v1/studies/{s}/trials/{n}.
 
 Writes $OUT/summary.json; the server's log goes to $OUT/server.log. Exit code 0 when every
-check passed, 1 otherwise. Without CUDA the OOM part prints "no CUDA, skipped" (unless
-HPO_GPU_FAKE_OOM=1, a local test that raises torch's OutOfMemoryError for batches > 256).
+check passed, 1 otherwise. Without CUDA the float16 part prints "no CUDA, skipped", and so does
+the OOM part (unless HPO_GPU_FAKE_OOM=1, a local test that raises torch's OutOfMemoryError for
+batches > 256).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -233,7 +244,8 @@ def work(client: Client, url: str, study: str, *, deadline: float) -> list[dict[
         if CUDA:
             torch.cuda.empty_cache()
         say(
-            f"trial {study}/{a.number} attempt {a.attempt}: runner.run -> {outcome!r} in {seconds:.1f} s"
+            f"trial {study}/{a.number} attempt {a.attempt}: runner.run -> {outcome!r} "
+            f"in {seconds:.1f} s"
         )
         done.append(
             {
@@ -392,7 +404,161 @@ def digits_study(client: Client, url: str) -> None:
     check("digits study: a best configuration", best is not None)
 
 
-# --- 4. a real CUDA out-of-memory ----------------------------------------------------------------
+# --- 4. float16 with a gradient scaler (what a GPU without bfloat16 trains with) ---------------
+
+#: one configuration (a random "search" of single choices): its 2 trials differ by seed only
+FP16_PARAMS: dict[str, list[Any]] = {
+    "learning_rate": [1e-3],
+    "batch_size": [32],
+    "dropout": [0.1],
+    "num_heads": [4],
+    "num_layers": [2],
+    "hidden_size": [64],
+}
+#: per trial key: the GradScaler the training loop built (read back after the trial)
+SCALERS: dict[str, Any] = {}
+
+
+class _WatchedGradScaler(torch.amp.GradScaler):
+    """torch.amp.GradScaler, unchanged, that notes what it was built with and counts updates."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.updates = 0
+        key = CURRENT["key"]
+        if key:
+            SCALERS[key] = self
+            SEEN.setdefault(key, {}).update(
+                grad_scaler_enabled=self.is_enabled(), grad_scaler_device=self._device
+            )
+
+    def update(self, new_scale: Any = None) -> None:
+        super().update(new_scale)
+        self.updates += 1
+
+
+def fp16_part(client: Client, url: str) -> None:
+    section("float16 + GradScaler: pick_device() as on a GPU without bfloat16")
+    if not CUDA:
+        say("no CUDA, skipped")
+        SUMMARY["fp16"] = "no CUDA, skipped"
+        return
+    name = f"gpu-fp16-{STAMP}"
+    spec = {
+        "name": name,
+        "objective": {"metric": "val_accuracy", "direction": "maximize"},
+        "search_space": {k: {"type": "categorical", "choices": v} for k, v in FP16_PARAMS.items()},
+        "algorithm": {"name": "random", "seed": 0},
+        "budget": {"max_trials": 2, "max_epochs": 3, "parallelism": 1},
+        "workload": {"name": "digits-vit"},
+        "resources": {"gpus_per_trial": 1, "cpus_per_trial": 1},
+    }
+    is_bf16_supported, grad_scaler = torch.cuda.is_bf16_supported, torch.amp.GradScaler
+    # for this phase only: the product code picks float16 as on a GPU without bfloat16
+    torch.cuda.is_bf16_supported = lambda *args, **kwargs: False
+    torch.amp.GradScaler = _WatchedGradScaler  # type: ignore[misc]
+    try:
+        setup = training.pick_device()
+        say(
+            f"torch.cuda.is_bf16_supported patched to False: pick_device(): device={setup.device} "
+            f"autocast dtype={setup.amp_dtype} grad scaler={setup.needs_grad_scaler}"
+        )
+        client.create_study(spec)
+        say(f"created study {name!r}: {json.dumps(spec)}")
+        attempts = work(client, url, name, deadline=time.monotonic() + 60)
+    finally:
+        torch.cuda.is_bf16_supported = is_bf16_supported
+        torch.amp.GradScaler = grad_scaler  # type: ignore[misc]
+    say(f"restored torch.cuda.is_bf16_supported() -> {torch.cuda.is_bf16_supported()}")
+    for a in attempts:
+        scaler = SCALERS.get(f"{name}/{a['number']}/{a['attempt']}")
+        if scaler is not None:
+            a.update(grad_scaler_final_scale=scaler.get_scale(), grad_scaler_updates=scaler.updates)
+    status = wait_finished(client, name)
+    trials = [client.trial(name, t.number).model_dump(mode="json") for t in client.trials(name)]
+    for t in trials:
+        a = next((a for a in reversed(attempts) if a["number"] == t["number"]), {})
+        print(
+            f"\n--- trial {t['number']}: state={t['state']} value={t['value']} "
+            f"params={json.dumps(t['params'])}"
+        )
+        print(
+            f"    trained on: device={a.get('device')} autocast={a.get('amp_dtype')} "
+            f"classifier output dtype in training={a.get('classifier_output_dtype_in_training')} "
+            f"GradScaler enabled={a.get('grad_scaler_enabled')} "
+            f"updates={a.get('grad_scaler_updates')} "
+            f"final scale={a.get('grad_scaler_final_scale')} "
+            f"(initial 65536: lower means steps with inf/NaN gradients were skipped)"
+        )
+        for rep in t["reports"]:
+            print(f"    step {rep['step']}: {json.dumps(rep['metrics'])}")
+    print(f"    study status: {status}")
+    SUMMARY["fp16"] = {
+        "name": name,
+        "spec": spec,
+        "status": status,
+        "device_setup": {"device": str(setup.device), "amp_dtype": str(setup.amp_dtype)},
+        "trials": trials,
+        "attempts_run_here": attempts,
+    }
+    reports = [rep for t in trials for rep in t["reports"]]
+    check(
+        "fp16: pick_device() chose float16 with bf16 reported unsupported",
+        setup.amp_dtype == torch.float16 and setup.needs_grad_scaler,
+        setup.amp_dtype,
+    )
+    check(
+        "fp16: workloads trained with autocast torch.float16",
+        bool(attempts) and all(a.get("amp_dtype") == "torch.float16" for a in attempts),
+        [a.get("amp_dtype") for a in attempts],
+    )
+    check(
+        "fp16: the classifier ran in float16 in training",
+        bool(attempts)
+        and all(a.get("classifier_output_dtype_in_training") == "torch.float16" for a in attempts),
+        [a.get("classifier_output_dtype_in_training") for a in attempts],
+    )
+    check(
+        "fp16: the GradScaler was enabled and stepped, its final scale finite and > 0",
+        bool(attempts)
+        and all(
+            a.get("grad_scaler_enabled") is True
+            and a.get("grad_scaler_updates", 0) > 0
+            and 0 < a.get("grad_scaler_final_scale", 0) < math.inf
+            for a in attempts
+        ),
+        [
+            (
+                a.get("grad_scaler_enabled"),
+                a.get("grad_scaler_updates"),
+                a.get("grad_scaler_final_scale"),
+            )
+            for a in attempts
+        ],
+    )
+    check(
+        "fp16: every trial completed",
+        len(trials) == 2 and all(t["state"] == "completed" for t in trials),
+        [
+            (t["number"], t["state"], (t["runs"][-1].get("error") or "")[:200] if t["runs"] else "")
+            for t in trials
+        ],
+    )
+    values = [v for r in reports for v in r["metrics"].values()] + [
+        v for t in trials for v in (t.get("final_metrics") or {}).values()
+    ]
+    check(
+        "fp16: every reported loss and metric finite",
+        bool(reports) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values),
+        [v for v in values if not (isinstance(v, (int, float)) and math.isfinite(v))],
+    )
+    check(
+        "fp16: gpu_memory_peak_mb in every report",
+        bool(reports) and all(r["metrics"].get("gpu_memory_peak_mb", 0) > 0 for r in reports),
+    )
+
+
+# --- 5. a real CUDA out-of-memory ----------------------------------------------------------------
 
 OOM_PARAMS = {
     "learning_rate": 1e-3,
@@ -429,7 +595,8 @@ def calibrate() -> dict[str, Any]:
             "seconds": round(time.monotonic() - start, 2),
         }
         say(
-            f"calibration batch {batch}: max allocated {out[batch]['max_allocated'] / 2**20:.0f} MiB, "
+            f"calibration batch {batch}: "
+            f"max allocated {out[batch]['max_allocated'] / 2**20:.0f} MiB, "
             f"max reserved {out[batch]['max_reserved'] / 2**20:.0f} MiB ({out[batch]['seconds']} s)"
         )
     gc.collect()
@@ -558,7 +725,8 @@ def oom_part(client: Client, url: str) -> None:
             all(r["failure_kind"] == "oom" for r in runs if r["state"] == "failed"),
         )
         section(
-            "OOM study 2: min_batch_size 512 -> expect 1024 oom, 512 oom, then the trial fails (floor)"
+            "OOM study 2: min_batch_size 512 -> expect 1024 oom, 512 oom, "
+            "then the trial fails (floor)"
         )
         b = oom_study(client, url, min_batch_size=512, label="floor")
         info["floor"] = b
@@ -586,7 +754,8 @@ def main() -> int:
     )
     if CUDA:
         say(
-            f"device {torch.cuda.get_device_name(0)} bf16 supported {torch.cuda.is_bf16_supported()}"
+            f"device {torch.cuda.get_device_name(0)} "
+            f"bf16 supported {torch.cuda.is_bf16_supported()}"
         )
     else:
         torch.set_num_threads(int(os.environ.get("HPO_GPU_CPU_THREADS", "1")))
@@ -599,7 +768,7 @@ def main() -> int:
     server = Server()
     client = Client(server.url, timeout=60)
     try:
-        for part in (digits_study, oom_part):
+        for part in (digits_study, fp16_part, oom_part):
             try:
                 part(client, server.url)
             except Exception as exc:  # go on with the next part
@@ -632,6 +801,16 @@ def main() -> int:
             f"gpu_memory_peak_mb={[round(p, 1) if p else p for p in peaks]} "
             f"autocast={t['seen_by_worker'].get('amp_dtype')}"
         )
+    fp16 = SUMMARY.get("fp16")
+    if isinstance(fp16, dict):
+        for a in fp16["attempts_run_here"]:
+            print(
+                f"  fp16 trial {a['number']}: {a['outcome']} autocast={a.get('amp_dtype')} "
+                f"GradScaler enabled={a.get('grad_scaler_enabled')} "
+                f"final scale={a.get('grad_scaler_final_scale')} in {a['seconds']} s"
+            )
+    else:
+        print(f"  fp16: {fp16}")
     oom = SUMMARY.get("oom")
     if isinstance(oom, dict):
         for label in ("accumulate", "floor"):
