@@ -70,6 +70,10 @@ HPO_ALGORITHMS: dict[str, dict[str, Any]] = {
     "bayesian": {"name": "bayesian"},
     "bayesian+asha": {"name": "bayesian", "early_stopping": "asha"},
     "bayesian+hyperband": {"name": "bayesian", "early_stopping": "hyperband"},
+    # TPE over the trials successive halving stopped (Optuna's TPESampler with a pruner): the
+    # model of the two rows above until BOHB's became their default
+    "bayesian+asha+tpe": {"name": "bayesian", "early_stopping": "asha", "model": "tpe"},
+    "bayesian+hyperband+tpe": {"name": "bayesian", "early_stopping": "hyperband", "model": "tpe"},
 }
 RAY_TUNE = ("raytune-random-asha", "raytune-optuna-asha")
 #: the tutorials' ``num_samples``

@@ -116,6 +116,30 @@ def test_algorithm_adapters_pick_the_documented_optuna_pieces():
     )
 
 
+@pytest.mark.parametrize(
+    ("given", "model"),
+    [
+        ({"early_stopping": "asha"}, "bohb"),
+        ({"early_stopping": "hyperband"}, "bohb"),
+        ({"early_stopping": "asha", "model": "tpe"}, "tpe"),
+        ({"early_stopping": "hyperband", "model": "gp"}, "gp"),
+        ({"early_stopping": "median"}, "tpe"),
+        ({"early_stopping": "none"}, "tpe"),
+        ({}, "tpe"),
+    ],
+)
+def test_bayesian_with_successive_halving_models_like_bohb_unless_told(given, model):
+    spec = parse_spec(make_spec(algorithm={"name": "bayesian", **given}))
+    assert spec.algorithm.model == model and type(spec.algorithm.model) is str
+    # what is stored says its model: read back (or after a restart), the study keeps it
+    stored = spec.model_dump(mode="json")
+    assert stored["algorithm"]["model"] == model
+    assert parse_spec(stored).algorithm.model == model
+    # a study stored before this default (model: tpe written out) keeps TPE
+    old = {**stored, "algorithm": {**stored["algorithm"], "model": "tpe"}}
+    assert parse_spec(old).algorithm.model == "tpe"
+
+
 def test_gp_is_refused_where_torch_is_missing(monkeypatch):
     import importlib.util
 

@@ -6,9 +6,9 @@ others from TPE fit on the values at the *longest budget that has enough of them
 values of completed trials when there are ``n_startup_trials`` of them, else the values every
 trial recorded at the highest successive-halving rung that has that many, else a random draw.
 
-Two things set it apart from TPE over pruned trials (``bayesian`` + ``early_stopping``), which
-ranks every trial by how far it got and then by its last value, so that the trials of the
-first rung decide what "good" means until trials finish:
+Two things set it apart from TPE over pruned trials (``bayesian`` + ``early_stopping`` with
+``model: tpe``), which ranks every trial by how far it got and then by its last value, so that
+the trials of the first rung decide what "good" means until trials finish:
 
 - the values of one budget are compared only with values of the same budget, and a trial that
   went further is counted at every rung it passed, with the value it had there;
