@@ -274,7 +274,19 @@ def test_bohb_follows_the_later_rung_where_the_first_misleads():
     assert 0.35 < draws(20) < 0.65, "nothing to model past the first rung: random"
 
 
-def test_the_sampler_of_an_auto_study_reads_the_rung_values(app, client):
+@pytest.mark.parametrize(
+    ("algorithm", "stored_model", "modelled"),
+    [
+        ({"name": "auto"}, "tpe", True),  # auto's own choice is BOHB, whatever "model" says
+        # bayesian with successive halving and no model named: BOHB's, reading the rungs too
+        ({"name": "bayesian", "early_stopping": "asha"}, "bohb", True),
+        ({"name": "bayesian", "early_stopping": "asha", "model": "tpe"}, "tpe", False),
+    ],
+    ids=["auto", "bayesian+asha", "bayesian+asha+tpe"],
+)
+def test_a_sampler_that_models_like_bohb_reads_the_rung_values(
+    app, client, algorithm, stored_model, modelled
+):
     from hpo.service._ask import _history
 
     client.create_study(
@@ -282,16 +294,20 @@ def test_the_sampler_of_an_auto_study_reads_the_rung_values(app, client):
             "name": "rungs",
             "objective": {"metric": "acc"},
             "search_space": CONTINUOUS,
-            "algorithm": {"name": "auto", "seed": 1},
+            "algorithm": {**algorithm, "seed": 1},
             "budget": {"max_epochs": 27, "parallelism": 4},
         }
     )
     for _ in range(6):
         _run_27_epochs(client.ask("rungs"))
     study = client.get_study("rungs")
+    assert study.spec.algorithm.model == stored_model
     with app.state.db.transaction() as session:
         history = _history(session, study.id, parse_spec(study.spec.model_dump(mode="json")))
     assert len(history) == 6
+    if not modelled:  # TPE over the stopped trials never reads them
+        assert all(past.rungs == () for past in history)
+        return
     reached = {epoch for past in history for epoch, _ in past.rungs}
     assert reached and reached <= {1, 3, 9}, "the rungs of max_epochs 27: epochs 1, 3 and 9"
     first = history[0]  # the first trial at every rung goes on: it reached all three
