@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 
 import optuna
 from pydantic import ValidationError
@@ -149,13 +150,16 @@ def live_trials(session: Session, study_id: int) -> int:
     )
 
 
-def trial_counts(session: Session, study_id: int) -> dict[str, int]:
-    """Trials by state (every state present, zero or not)."""
-    counts = dict.fromkeys((str(s) for s in TrialState), 0)
+def trial_counts(session: Session, study_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """Each study's trials by state (every state present, zero or not), in one query."""
+    counts = {study_id: dict.fromkeys((str(s) for s in TrialState), 0) for study_id in study_ids}
+    if not counts:
+        return counts
     rows = session.execute(
-        select(TrialRow.state, func.count())
-        .where(TrialRow.study_id == study_id)
-        .group_by(TrialRow.state)
+        select(TrialRow.study_id, TrialRow.state, func.count())
+        .where(TrialRow.study_id.in_(list(counts)))
+        .group_by(TrialRow.study_id, TrialRow.state)
     ).all()
-    counts.update({state: int(n) for state, n in rows})
+    for study_id, state, n in rows:
+        counts[study_id][state] = int(n)
     return counts

@@ -31,7 +31,7 @@ from ..vocabulary import AlgorithmName, FailureKind, StudyStatus, TrialState
 from ..workloads import check_study_fits
 from ._common import find_study, size_of, spec_of, trial_counts
 from ._dispatch import dispatch_of
-from ._fork_reads import lineage
+from ._fork_reads import lineages
 from ._lifecycle import note, stop_trials, transact
 from ._usage import compute_usage
 
@@ -138,7 +138,7 @@ def duplicate_message(name: str) -> str:
 
 
 def get_study(db: Database, *, ref: str | int) -> StudyPublic:
-    return transact(db, lambda s: _public(db, s, find_study(s, ref)))
+    return transact(db, lambda s: _publics(db, s, [find_study(s, ref)])[0])
 
 
 def list_studies(
@@ -152,7 +152,7 @@ def list_studies(
             query = query.where(StudyRow.status == status)
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         rows = session.scalars(query.order_by(StudyRow.id.desc()).limit(limit).offset(offset)).all()
-        return [_public(db, session, row) for row in rows], int(total)
+        return _publics(db, session, rows), int(total)
 
     return transact(db, read)
 
@@ -160,7 +160,7 @@ def list_studies(
 def best_trial(db: Database, *, ref: str | int) -> BestTrial:
     def read(session: Session) -> tuple[StudyRow, BestTrial | None]:
         row = find_study(session, ref)
-        return row, _best(db, session, row)
+        return row, _bests(db, session, [row]).get(row.id)
 
     row, best = transact(db, read)
     if best is None:
@@ -224,40 +224,74 @@ def delete_study(db: Database, *, ref: str | int, by: Principal | None = None) -
     db.cache.drop(study_id)
 
 
-def _best(db: Database, session: Session, row: StudyRow) -> BestTrial | None:
-    maximize = spec_of(db, row).objective.direction == "maximize"
-    best = session.execute(
-        select(TrialRow.number, TrialRow.value, TrialRow.params)
-        .where(TrialRow.study_id == row.id, TrialRow.state == TrialState.COMPLETED)
-        .order_by(TrialRow.value.desc() if maximize else TrialRow.value.asc(), TrialRow.number)
-        .limit(1)
-    ).first()
-    if best is None or best.value is None:
-        return None
-    return BestTrial(number=best.number, value=best.value, params=best.params)
+def _bests(db: Database, session: Session, rows: Sequence[StudyRow]) -> dict[int, BestTrial]:
+    """Each study's best completed trial (ties: the lowest number), by study id, for the
+    studies that have one: one query per direction, whatever the number of studies."""
+    by_direction: dict[bool, list[int]] = {True: [], False: []}
+    for row in rows:
+        by_direction[spec_of(db, row).objective.direction == "maximize"].append(row.id)
+    bests: dict[int, BestTrial] = {}
+    for maximize, ids in by_direction.items():
+        if not ids:
+            continue
+        rank = (
+            func.row_number()
+            .over(
+                partition_by=TrialRow.study_id,
+                order_by=(
+                    TrialRow.value.desc() if maximize else TrialRow.value.asc(),
+                    TrialRow.number,
+                ),
+            )
+            .label("rank")
+        )
+        ranked = (
+            select(TrialRow.study_id, TrialRow.number, TrialRow.value, TrialRow.params, rank)
+            .where(TrialRow.study_id.in_(ids), TrialRow.state == TrialState.COMPLETED)
+            .subquery()
+        )
+        for best in session.execute(select(ranked).where(ranked.c.rank == 1)):
+            if best.value is not None:
+                bests[best.study_id] = BestTrial(
+                    number=best.number, value=best.value, params=best.params
+                )
+    return bests
 
 
-def _public(db: Database, session: Session, row: StudyRow) -> StudyPublic:
-    spec = spec_of(db, row)
-    return StudyPublic(
-        id=row.id,
-        name=row.name,
-        status=StudyStatus(row.status),
-        spec=spec,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        finished_at=row.finished_at,
-        size=row.size,
-        n_trials=row.handed_out,
-        trial_counts=trial_counts(session, row.id),
-        best=_best(db, session, row),
-        budget_used=_budget_used(session, row, spec),
-        version=row.version,
-        created_by=row.created_by,
-        algorithm_choice=_choice(spec),
-        dispatch=dispatch_of(session, row.id, utcnow()),
-        **lineage(session, row),
-    )
+def _publics(db: Database, session: Session, rows: Sequence[StudyRow]) -> list[StudyPublic]:
+    """The public records of ``rows``: what every study needs is read for all of them at once
+    (a few queries in all, not a few per study), except its budget's use."""
+    ids = [row.id for row in rows]
+    counts = trial_counts(session, ids)
+    bests = _bests(db, session, rows)
+    now = utcnow()
+    dispatch = dispatch_of(session, ids, now)
+    lineage = lineages(session, rows)
+    out = []
+    for row in rows:
+        spec = spec_of(db, row)
+        out.append(
+            StudyPublic(
+                id=row.id,
+                name=row.name,
+                status=StudyStatus(row.status),
+                spec=spec,
+                created_at=row.created_at,
+                updated_at=row.updated_at,
+                finished_at=row.finished_at,
+                size=row.size,
+                n_trials=row.handed_out,
+                trial_counts=counts[row.id],
+                best=bests.get(row.id),
+                budget_used=_budget_used(session, row, spec),
+                version=row.version,
+                created_by=row.created_by,
+                algorithm_choice=_choice(spec),
+                dispatch=dispatch.get(row.id),
+                **lineage[row.id],
+            )
+        )
+    return out
 
 
 def _choice(spec: StudySpec) -> AlgorithmChoice | None:
