@@ -15,6 +15,18 @@ from pathlib import Path
 
 import httpx
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a command-line subprocess: without the ``HPO_`` settings
+    of whoever runs the tests, with no dispatcher (no Ray), and this repository importable;
+    ``extra`` on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
+    env["HPO_DISPATCH"] = "false"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return {**env, **extra}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -70,12 +82,18 @@ def hpo_serve_process(
     env: Mapping[str, str] | None = None,
     log_path: Path | None = None,
     port: int | None = None,
+    base_env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[Serving]:
-    """:func:`hpo_serve`, yielding the process too (to kill it) and its output so far."""
+    """:func:`hpo_serve`, yielding the process too (to kill it) and its output so far.
+    ``base_env`` is the environment ``env`` adds to (this process's by default); ``cwd`` the
+    directory it runs in."""
     port = port or free_port()
     command = ["-m", "controller", "serve", "--port", str(port), "--database-url", database_url]
-    environ = {**os.environ, **(env or {})}
-    with _serving([sys.executable, *command, *args], environ, port, timeout, log_path) as serving:
+    environ = {**(os.environ if base_env is None else base_env), **(env or {})}
+    with _serving(
+        [sys.executable, *command, *args], environ, port, timeout, log_path, cwd
+    ) as serving:
         yield serving
 
 
@@ -86,11 +104,14 @@ def _serving(
     port: int,
     timeout: float,
     log_path: Path | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[Serving]:
     # its output goes to a file: a pipe nobody reads fills up, and then the server blocks
     opened = open(log_path, "w+") if log_path else tempfile.TemporaryFile("w+")  # noqa: SIM115
     with opened as log:
-        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + timeout

@@ -5,9 +5,7 @@ in-process through ``main([...])``."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,22 +18,10 @@ import pytest
 
 from controller.cli import main
 from hpo.client import Client
+from tests._servers import cli_env, free_port, hpo_serve_process
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 30
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
-    env["HPO_DISPATCH"] = "false"  # the CLI's tests run no workload, so they need no Ray
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return env
 
 
 class Server:
@@ -47,49 +33,11 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``hpo serve`` on a free port and a fresh SQLite file, for the whole module."""
     tmp = tmp_path_factory.mktemp("serve")
-    port, db_url, log = _free_port(), f"sqlite:///{tmp / 'hpo.db'}", tmp / "serve.log"
-    url = f"http://127.0.0.1:{port}"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "controller",
-                "serve",
-                "--port",
-                str(port),
-                "--database-url",
-                db_url,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=tmp,
-            env=_env(),
-        )
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"hpo serve exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"hpo serve did not answer /healthz within {STARTUP_TIMEOUT_S} s:\n"
-                    f"{log.read_text()}"
-                )
-            time.sleep(0.1)
-        yield Server(url, db_url, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    db_url, log = f"sqlite:///{tmp / 'hpo.db'}", tmp / "serve.log"
+    with hpo_serve_process(
+        db_url, timeout=STARTUP_TIMEOUT_S, base_env=cli_env(), log_path=log, cwd=tmp
+    ) as serving:
+        yield Server(serving.url, db_url, log)
 
 
 def hpo(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -129,7 +77,7 @@ def test_module_help_lists_the_subcommands() -> None:
         [sys.executable, "-m", "controller", "--help"],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=cli_env(),
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
@@ -148,7 +96,7 @@ def test_the_core_command_line_points_to_serve_and_demo() -> None:
         [sys.executable, "-m", "hpo", "--help"],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=cli_env(),
         timeout=60,
     )
     assert help_run.returncode == 0, help_run.stderr
@@ -157,7 +105,7 @@ def test_the_core_command_line_points_to_serve_and_demo() -> None:
         [sys.executable, "-m", "hpo", "serve"],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=cli_env(),
         timeout=60,
     )
     assert serve.returncode == 2
@@ -187,7 +135,7 @@ def test_importing_hpo_and_its_cli_loads_no_web_server_or_heavy_module() -> None
         f"print([m for m in {heavy!r} if m in sys.modules])"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -241,7 +189,7 @@ def test_db_upgrade_creates_the_tables_and_prints_the_revision(
 
 
 def test_db_errors_are_one_line_and_hide_the_password(capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"postgresql+psycopg2://hpo:s3cret@127.0.0.1:{_free_port()}/hpo"
+    url = f"postgresql+psycopg2://hpo:s3cret@127.0.0.1:{free_port()}/hpo"
     code, out, err = hpo(capsys, "db", "upgrade", "--database-url", url)
     assert code == 1 and out == ""
     assert err.startswith("error: cannot open database postgresql+psycopg2://hpo:***@")
@@ -339,7 +287,7 @@ def test_bad_spec_files_are_reported_without_a_traceback(
 
 
 def test_unreachable_controller_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = hpo(capsys, "study", "list", "--url", f"http://127.0.0.1:{_free_port()}")
+    code, _, err = hpo(capsys, "study", "list", "--url", f"http://127.0.0.1:{free_port()}")
     assert code == 1
     assert err.startswith("error: cannot reach the hpo controller") and len(err.splitlines()) == 1
 

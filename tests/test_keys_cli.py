@@ -4,7 +4,6 @@ once there is one, and the CLI and client then need ``HPO_API_KEY``."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -17,22 +16,13 @@ import httpx
 import pytest
 
 from controller.cli import main
-from tests._servers import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HPO_")}
-    env["HPO_DISPATCH"] = "false"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return {**env, **extra}
+from tests._servers import cli_env, free_port, hpo_serve_process
 
 
 def _hpo(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "controller", *args],
-        env=_env(**env),
+        env=cli_env(**env),
         capture_output=True,
         text=True,
         timeout=120,
@@ -43,30 +33,8 @@ def _hpo(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def _serving(db_url: str, *args: str) -> Iterator[tuple[str, Path]]:
     port = free_port()
     log = Path(db_url.removeprefix("sqlite:///")).with_suffix(f".{port}.log")
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "controller", "serve", "--port", str(port), *args],
-            env=_env(HPO_DATABASE_URL=db_url),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"hpo serve exited:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"hpo serve did not answer:\n{log.read_text()}"
-            time.sleep(0.2)
-        yield url, log
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with hpo_serve_process(db_url, *args, port=port, base_env=cli_env(), log_path=log) as serving:
+        yield serving.url, log
 
 
 def test_serve_on_every_interface_refuses_to_start_without_a_key(tmp_path: Path) -> None:

@@ -264,8 +264,7 @@ def _publics(db: Database, session: Session, rows: Sequence[StudyRow]) -> list[S
     ids = [row.id for row in rows]
     counts = trial_counts(session, ids)
     bests = _bests(db, session, rows)
-    now = utcnow()
-    dispatch = dispatch_of(session, ids, now)
+    dispatch = dispatch_of(session, ids, utcnow())
     lineage = lineages(session, rows)
     out = []
     for row in rows:
