@@ -305,8 +305,13 @@ def test_tpe_on_a_fork_proposes_near_the_parents_best_trials(client):
 
 def test_auto_on_a_fork_models_the_inherited_trials(client):
     """auto runs BOHB with an epoch axis: on a fork, the inherited completed trials are the
-    longest budget with enough values from the first ask, so the fork's first proposals
-    gather near the parent's best trials, where a random study's spread over the plane."""
+    longest budget with enough values from the first ask, so the fork's first proposals that
+    the model draws gather near the parent's best trials, where a random study's spread over
+    the plane. The others, BOHB's random third (a pure function of the fork's seed and the
+    draw's index), spread on purpose; the model's come from the first ask on."""
+    from hpo.algorithms import fork_seed
+    from hpo.algorithms._bohb import draws_at_random
+
     parent, centre = _plane_parent(client, max_epochs=10)
     auto = {**parent, "algorithm": {"name": "auto", "seed": 5}}
     fork = client.fork_study("parent", {**auto, "name": "fork"})
@@ -315,9 +320,14 @@ def test_auto_on_a_fork_models_the_inherited_trials(client):
     assert fork.algorithm_choice.summary.startswith("bayesian (BOHB")
     assert fork.spec.algorithm.name == "auto", "stored as asked"
 
-    forked = _spread(_first_proposals(client, "fork"), centre)
+    proposals = _first_proposals(client, "fork")
+    seed = fork_seed(5, "fork")
+    modelled = [p for index, p in enumerate(proposals) if not draws_at_random(seed, index)]
+    assert len(modelled) >= 4 and not draws_at_random(seed, 0)
+    forked = _spread(modelled, centre)
     at_random = _spread(_first_proposals(client, "fresh"), centre)
-    assert forked < 0.7 * at_random, (forked, at_random)
+    # 0.44 here; over 12 seeds 0.32 to 0.56 (all ten proposals: 0.32 to 0.94)
+    assert forked < 0.65 * at_random, (forked, at_random)
 
 
 # -- the pure rule ------------------------------------------------------------------------

@@ -14,7 +14,8 @@ The rule, in order:
    ``max_epochs``, the first rung ``r`` at ``max_epochs / 27`` (at least 1), so about three
    rungs; two draws in three from TPE fit on the values at the longest budget that has
    :data:`AUTO_MODEL_VALUES` of them (completed trials, else the highest rung past the
-   first), one in three at random. Measured lessons shape it
+   first), one in three quasi-random (a scrambled Halton sequence, as are the draws before
+   any model, see :mod:`._quasi_random`). Measured lessons shape it
    (``benchmarks/search_efficiency.py``, LCBench, six tasks by five seeds, and a simulation
    of these pure functions over 60 seeds):
 
@@ -27,7 +28,10 @@ The rule, in order:
      ``max_epochs / 27`` epochs: a hedge against misleading early epochs at almost no cost;
    - a model fit early (3 values at a budget) did better than one that waits for
      ``len(space) + 2`` values (about what BOHB asks for),
-     and better than random configurations with the same successive halving.
+     and better than random configurations with the same successive halving;
+   - quasi-random draws instead of uniform ones for the configurations no model proposes
+     spread the first trials over the space: +0.004 best accuracy after 520 epochs (paired
+     over 180 simulated seeds, +- 0.0015), the same after 260 and 1,040.
 
    A model set beside ``auto`` (``model: gp``) replaces BOHB's; an ``early_stopping`` rule
    set beside it replaces ``asha``.
@@ -151,7 +155,7 @@ def _summary(algorithm: AlgorithmSpec) -> str:
     if algorithm.model == SamplerModel.BOHB:
         model = (
             "BOHB: TPE fit on the longest budget with "
-            f"{max(1, algorithm.n_startup_trials)} values, a third of the draws random"
+            f"{max(1, algorithm.n_startup_trials)} values, a third of the draws quasi-random"
         )
     else:
         model = "GP" if algorithm.model == SamplerModel.GP else "TPE"
@@ -171,7 +175,8 @@ def _why_model(algorithm: AlgorithmSpec) -> str:
         "two draws in three come from TPE fit on the values at the longest budget that has "
         f"{max(1, algorithm.n_startup_trials)} of them (completed trials, else the highest "
         "rung past the first), never on first-rung values, which favour configurations that "
-        "merely start fast; one in three at random, as in BOHB"
+        "merely start fast; one in three at random, as in BOHB, from a quasi-random (Halton) "
+        "sequence that spreads them, and the first trials, over the space"
     )
 
 

@@ -1,7 +1,8 @@
 """BOHB's model (Falkner et al., 2018) over the trials of a successive-halving study.
 
 ``bayesian`` with ``model: bohb`` draws a configuration the way BOHB does, restated over our
-trials: one draw in three at random (:data:`RANDOM_SHARE`, BOHB's ``random_fraction``), the
+trials: one draw in three at random (:data:`RANDOM_SHARE`, BOHB's ``random_fraction``; drawn
+from a scrambled Halton sequence, :mod:`._quasi_random`, as are the draws before a model), the
 others from TPE fit on the values at the *longest budget that has enough of them*: the final
 values of completed trials when there are ``n_startup_trials`` of them, else the values every
 trial recorded at the highest successive-halving rung that has that many, else a random draw.

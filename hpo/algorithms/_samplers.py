@@ -27,6 +27,7 @@ from ._constrained import (
     parsed_constraints,
     redraw_seed,
 )
+from ._quasi_random import quasi_random_params, scramble_key
 from ._space import Space, clean_params, contains, distributions, grid_points
 
 
@@ -63,7 +64,8 @@ def build_sampler(
         if algorithm.model == SamplerModel.BOHB:
             # the model half of BOHB: fit on the values of one budget (no trial in flight
             # is told: they have no value at that budget yet); the random third and the
-            # draws before any budget has enough values use RandomSampler
+            # draws before any budget has enough values are quasi-random (_bohb_study),
+            # their redraws for the constraints use RandomSampler
             return optuna.samplers.TPESampler(
                 seed=seed, multivariate=True, group=True, n_startup_trials=0
             )
@@ -179,13 +181,16 @@ def sample_params(
     direction: Literal["maximize", "minimize"],
     history: list[PastTrial] | None = None,
     constraints: Sequence[str] = (),
+    study_name: str | None = None,
 ) -> dict[str, Any]:
     """The parameters of trial ``number``: a pure function of the algorithm, the seed, the
     trial number and (for a model-based sampler) the earlier trials.
 
     The sampler works on an in-memory Optuna study holding ``history``; nothing is read from
     or written to a database here. With ``constraints``, only a feasible configuration is
-    returned (see :mod:`._constrained`).
+    returned (see :mod:`._constrained`). ``study_name`` keys the quasi-random draws of
+    ``model: bohb`` in a study without a seed (see :mod:`._quasi_random`), so that they stay
+    spread over the study's trials.
     """
     parsed = parsed_constraints(space, constraints)
     if algorithm.name == AlgorithmName.GRID:
@@ -194,7 +199,15 @@ def sample_params(
         return grid_point(space, seed=algorithm.seed, number=number)
     dists = distributions(space)
     if needs_rungs(algorithm):
-        study, sampler = _bohb_study(algorithm, space, dists, number, direction, history or [])
+        study, sampler = _bohb_study(
+            algorithm,
+            space,
+            dists,
+            number,
+            direction,
+            history or [],
+            key=scramble_key(algorithm.seed, study_name),
+        )
     else:
 
         def sampler(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -228,11 +241,14 @@ def _bohb_study(
     number: int,
     direction: Literal["maximize", "minimize"],
     history: list[PastTrial],
+    *,
+    key: str,
 ) -> tuple[optuna.Study, Callable[[int | None], optuna.samplers.BaseSampler]]:
     """``model: bohb`` (see :mod:`._bohb`): the study to draw from and its sampler for a seed.
-    A random draw for one trial in three and until a budget has ``n_startup_trials`` values;
-    else TPE fit on the values of the longest such budget, with the trials that ran out of
-    memory as worse than all of them."""
+    A quasi-random draw (point ``number`` of the Halton sequence scrambled by ``key``) for
+    one trial in three and until a budget has ``n_startup_trials`` values; else TPE fit on
+    the values of the longest such budget, with the trials that ran out of memory as worse
+    than all of them. A redraw for the constraints (another seed) is uniformly random."""
     usable = [past for past in history if _usable(past, dists)]
     observed: list[tuple[dict[str, Any], float]] = []
     if not _bohb.draws_at_random(algorithm.seed, number):
@@ -249,7 +265,12 @@ def _bohb_study(
             algorithm.model_copy(update={"seed": seed}), space, trial_number=number
         )
 
-    study = optuna.create_study(direction=direction, sampler=sampler(algorithm.seed))
+    first = (
+        sampler(algorithm.seed)
+        if observed
+        else _Fixed(quasi_random_params(space, number=number, key=key))
+    )
+    study = optuna.create_study(direction=direction, sampler=first)
     if observed:
         worst = _worse_than((v for _, v in observed), direction=direction)
         ran_out = [p.params for p in usable if _out_of_memory(p)]
@@ -263,6 +284,23 @@ def _bohb_study(
             for params, value in [*observed, *((p, worst) for p in ran_out)]
         )
     return study, sampler
+
+
+class _Fixed(optuna.samplers.RandomSampler):
+    """A sampler that proposes one configuration computed beforehand (a quasi-random point)."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        super().__init__(seed=0)
+        self._params = params
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self._params[param_name]
 
 
 def _out_of_memory(past: PastTrial) -> bool:

@@ -182,6 +182,7 @@ def _draw(snap: _Snapshot, number: int) -> dict[str, Any]:
         direction=snap.spec.objective.direction,
         history=snap.history,
         constraints=snap.spec.constraints,
+        study_name=snap.name,
     )
 
 
