@@ -293,7 +293,10 @@ def test_trials_on_ray_finish_at_the_same_effective_batch(fresh_postgres):
     try:
         assert live.api("POST", "/api/v1/studies", json=spec).status_code == 201
         study = live.wait_for("oom-e2e")
-        assert study["trial_counts"]["completed"] == 2, study["trial_counts"]
+        assert study["trial_counts"]["completed"] == 2, (
+            study["trial_counts"],
+            live.runs("oom-e2e"),
+        )
         seen = {}
         for number in (0, 1):
             detail = live.api("GET", f"/api/v1/studies/oom-e2e/trials/{number}").json()
