@@ -395,7 +395,7 @@ class AlgorithmSpec(_Strict):
         it proposes configurations that merely start fast, those then set every rung, and
         the search collapses below random search (``benchmarks/search_efficiency.py``:
         ``bayesian`` + ``asha`` with ``model: tpe`` 0.672 at 1,040 epochs, with BOHB's model
-        0.739, random search 0.746). An explicit ``model`` is kept, and a stored spec says its
+        0.773, random search 0.746). An explicit ``model`` is kept, and a stored spec says its
         model, so no study changes model."""
         if (
             self.name == AlgorithmName.BAYESIAN

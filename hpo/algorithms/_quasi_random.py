@@ -85,24 +85,25 @@ def quasi_random_params(space: Space, *, number: int, key: str) -> dict[str, Any
 
 
 def _value(param: FloatParam | IntParam | CategoricalParam, u: float) -> Any:
-    """The value at ``u`` in [0, 1) of the parameter's range: uniform on its scale (log or
-    linear), one equal share of ``u`` per value for a stepped range or a list of choices."""
+    """The value at ``u`` in [0, 1) of the parameter's range, by the rules of
+    :func:`hpo.constraints.sample_space` (which draws the same way from a random generator):
+    uniform on its scale, an int on a log scale over ``[low - 0.5, high + 0.5]`` and then
+    rounded (Optuna's rule), one equal share of ``u`` per value of a list or a stepped range."""
     if isinstance(param, CategoricalParam):
-        return param.choices[min(int(u * len(param.choices)), len(param.choices) - 1)]
-    if isinstance(param, IntParam):
-        if param.log:  # Optuna's rule: log-uniform over [low - 0.5, high + 0.5], then rounded
-            low, high = math.log(param.low - 0.5), math.log(param.high + 0.5)
-            value = round(math.exp(low + u * (high - low)))
-            return min(max(value, param.low), param.high)
-        count = (param.high - param.low) // param.step + 1
-        return param.low + param.step * min(int(u * count), count - 1)
+        return param.choices[_share(u, param.grid_count())]
     if param.log:
-        low, high = math.log(param.low), math.log(param.high)
-        return min(max(math.exp(low + u * (high - low)), param.low), param.high)
+        pad = 0.5 if isinstance(param, IntParam) else 0.0
+        low, high = math.log(param.low - pad), math.log(param.high + pad)
+        value = math.exp(low + u * (high - low))
+        return min(max(round(value) if pad else value, param.low), param.high)
     if param.step is not None:
-        count = math.floor((param.high - param.low) / param.step + 1e-9) + 1
-        return param.low + param.step * min(int(u * count), count - 1)
+        return param.low + param.step * _share(u, param.grid_count() or 1)
     return min(param.low + u * (param.high - param.low), param.high)
+
+
+def _share(u: float, count: int) -> int:
+    """Which of ``count`` equal shares of [0, 1) holds ``u``."""
+    return min(int(u * count), count - 1)
 
 
 @functools.lru_cache(maxsize=64)

@@ -265,12 +265,9 @@ def _bohb_study(
             algorithm.model_copy(update={"seed": seed}), space, trial_number=number
         )
 
-    first = (
-        sampler(algorithm.seed)
-        if observed
-        else _Fixed(quasi_random_params(space, number=number, key=key))
-    )
-    study = optuna.create_study(direction=direction, sampler=first)
+    study = optuna.create_study(direction=direction, sampler=sampler(algorithm.seed))
+    if not observed:  # the first ask takes the quasi-random point; a redraw, the sampler's
+        study.enqueue_trial(quasi_random_params(space, number=number, key=key))
     if observed:
         worst = _worse_than((v for _, v in observed), direction=direction)
         ran_out = [p.params for p in usable if _out_of_memory(p)]
@@ -284,23 +281,6 @@ def _bohb_study(
             for params, value in [*observed, *((p, worst) for p in ran_out)]
         )
     return study, sampler
-
-
-class _Fixed(optuna.samplers.RandomSampler):
-    """A sampler that proposes one configuration computed beforehand (a quasi-random point)."""
-
-    def __init__(self, params: dict[str, Any]) -> None:
-        super().__init__(seed=0)
-        self._params = params
-
-    def sample_independent(
-        self,
-        study: optuna.Study,
-        trial: optuna.trial.FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        return self._params[param_name]
 
 
 def _out_of_memory(past: PastTrial) -> bool:
