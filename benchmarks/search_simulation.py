@@ -14,7 +14,14 @@ thousandths of the service's on the same seeds, not to the digit.
 A variant is a name and the spec's ``algorithm`` as JSON; the study's ``seed`` is the
 benchmark seed. ``"judge_on_final": true`` in a variant (not a spec field) makes every rung
 judge on the trial's final accuracy instead of its value at the rung: perfect early stopping,
-the upper bound of what any promotion rule could gain. ::
+the upper bound of what any promotion rule could gain. ``"promotion"`` simulates what the
+trial protocol cannot run, trials paused at a rung and resumed later (at no cost: the resumed
+trial goes on from the epoch it paused at): ``"paper"`` is promotion-based ASHA (Li et al.,
+2020, the paper's own rule): a trial pauses at every rung, and a free worker resumes the best
+trial of the highest rung whose top ``1/reduction_factor`` it is in and that was not promoted
+yet, or else starts a new one; ``"resume"`` is the service's successive halving whose stopped
+trials are paused instead, resumed the same way once enough values at their rung put them in
+its top ``1/reduction_factor``. ::
 
     python benchmarks/search_simulation.py --seeds 10-69 \\
         --variant 'auto={"name": "auto"}' \\
@@ -84,6 +91,7 @@ def simulate(
     budget: int,
     parallelism: int,
     judge_on_final: bool = False,
+    promotion: str | None = None,
 ) -> tuple[list[tuple[int, float]], int]:
     """One study: (epochs spent when it finished, its final accuracy) for every trial that ran
     to the end, and how many trials it started."""
@@ -105,6 +113,12 @@ def simulate(
     if chosen.pruner not in ("none", "asha", "hyperband"):
         raise SystemExit(f"early stopping {chosen.pruner!r} is not simulated (asha, hyperband)")
     plan = algorithms.halving_plan(chosen, spec.budget)
+    if promotion:
+        if plan is None or plan.n_brackets != 1:
+            raise SystemExit('"promotion" needs one successive-halving bracket (asha)')
+        return _promotion(
+            surrogate, task, spec, chosen, plan, promotion, budget=budget, parallelism=parallelism
+        )
     history: list[_Trial] = []
     at_rung: dict[tuple[int, int], list[float]] = {}
     in_flight: list[_Trial] = []
@@ -164,6 +178,83 @@ def simulate(
     return finished, len(history)
 
 
+def _promotion(
+    surrogate: Surrogate,
+    task: str,
+    spec: Any,
+    chosen: Any,
+    plan: Any,
+    promotion: str,
+    *,
+    budget: int,
+    parallelism: int,
+) -> tuple[list[tuple[int, float]], int]:
+    """:func:`simulate` with trials paused at a rung and resumed when promoted (``promotion``
+    is ``paper`` or ``resume``, see the module's docstring)."""
+    from hpo import algorithms
+    from hpo.algorithms import PastTrial, rung_steps, sample_params
+
+    stops = [*rung_steps(plan), EPOCHS]
+    history: list[_Trial] = []
+    #: rung index -> {trial number: value there}; and the trials promoted from each rung
+    recorded: list[dict[int, float]] = [{} for _ in stops[:-1]]
+    promoted: list[set[int]] = [set() for _ in stops[:-1]]
+    in_flight: list[_Trial] = []
+    finished: list[tuple[int, float]] = []
+    epochs = 0
+
+    def next_trial() -> _Trial:
+        for rung in reversed(range(len(recorded))):
+            values = recorded[rung]
+            top = sorted(values, key=values.__getitem__, reverse=True)
+            for number in top[: len(values) // plan.reduction_factor]:
+                if number not in promoted[rung]:
+                    promoted[rung].add(number)
+                    trial = history[number]
+                    trial.state, trial.next_rung = "running", rung + 1
+                    return trial
+        past = [
+            PastTrial(t.number, t.state, t.params, t.value, t.last_step, rungs=tuple(t.rungs))
+            for t in history
+        ]
+        params = sample_params(
+            chosen, spec.space, number=len(history), direction="maximize", history=past
+        )
+        trial = _Trial(len(history), params, surrogate.curve(task, params), 0)
+        history.append(trial)
+        return trial
+
+    while epochs < budget:
+        while len(in_flight) < parallelism:
+            in_flight.append(next_trial())
+        for trial in list(in_flight):
+            step = (trial.last_step or 0) + 1
+            value = float(trial.curve[step - 1])
+            epochs += 1
+            trial.last_step, trial.value = step, value
+            if step == EPOCHS:
+                trial.state = "completed"
+                finished.append((epochs, value))
+                in_flight.remove(trial)
+            elif step == stops[trial.next_rung]:
+                rung = trial.next_rung
+                goes_on = promotion == "resume" and algorithms.promoted(
+                    algorithms.standing_among(value, list(recorded[rung].values()), maximize=True),
+                    plan.reduction_factor,
+                )
+                recorded[rung][trial.number] = value
+                trial.rungs.append((step, value))
+                if goes_on:
+                    promoted[rung].add(trial.number)
+                    trial.next_rung = rung + 1
+                else:
+                    trial.state = "pruned"  # paused: the sampler sees it as stopped at the rung
+                    in_flight.remove(trial)
+            if epochs >= budget:
+                break
+    return finished, len(history)
+
+
 def anytime(finished: list[tuple[int, float]], budget: int) -> np.ndarray:
     """Best final accuracy after each epoch 1..budget (0 before the first finished trial)."""
     out = np.zeros(budget)
@@ -179,6 +270,8 @@ def anytime(finished: list[tuple[int, float]], budget: int) -> np.ndarray:
 
 
 _SURROGATE: Surrogate | None = None
+#: variant keys that are the simulation's, not the spec's
+_NOT_SPEC = ("judge_on_final", "promotion")
 
 
 def _job(variant: dict[str, Any], task: str, seed: int, budget: int, parallelism: int) -> Any:
@@ -191,7 +284,7 @@ def _job(variant: dict[str, Any], task: str, seed: int, budget: int, parallelism
     import warnings
 
     warnings.filterwarnings("ignore", category=Warning, module="optuna")
-    algorithm = {k: v for k, v in variant.items() if k != "judge_on_final"}
+    algorithm = {k: v for k, v in variant.items() if k not in _NOT_SPEC}
     finished, trials = simulate(
         _SURROGATE,
         task,
@@ -200,6 +293,7 @@ def _job(variant: dict[str, Any], task: str, seed: int, budget: int, parallelism
         budget=budget,
         parallelism=parallelism,
         judge_on_final=bool(variant.get("judge_on_final")),
+        promotion=variant.get("promotion"),
     )
     return finished, trials
 
@@ -223,12 +317,14 @@ def _variant(text: str) -> tuple[str, dict[str, Any]]:
         raise argparse.ArgumentTypeError(f"{name}: the algorithm is not JSON ({exc})") from exc
     if not isinstance(algorithm, dict) or "name" not in algorithm:
         raise argparse.ArgumentTypeError(f"{name}: the algorithm must be an object with a name")
+    if algorithm.get("promotion", "paper") not in ("paper", "resume"):
+        raise argparse.ArgumentTypeError(f'{name}: "promotion" is "paper" or "resume"')
     from pydantic import ValidationError
 
     from hpo.spec import AlgorithmSpec
 
     try:
-        AlgorithmSpec.model_validate({k: v for k, v in algorithm.items() if k != "judge_on_final"})
+        AlgorithmSpec.model_validate({k: v for k, v in algorithm.items() if k not in _NOT_SPEC})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(map(str, first["loc"]))
