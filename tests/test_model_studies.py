@@ -15,8 +15,13 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 @pytest.fixture
 def live(fresh_postgres, tmp_path):
-    # the test's tmp dir is where its data files go, and the data root, as an operator sets
-    controller = LiveController(fresh_postgres, data_dirs=[str(tmp_path)]).start()
+    # the test's tmp dir is where its data files go, and the data root, as an operator sets.
+    # 20 s of worker silence, not the live default of 6: a worker importing torch and
+    # building its model on a loaded machine has gone silent past 6 s (tests/test_oom.py
+    # failed so), and these tests are about training, not lost workers
+    controller = LiveController(
+        fresh_postgres, data_dirs=[str(tmp_path)], heartbeat_timeout=20.0
+    ).start()
     yield controller
     controller.stop()
 
