@@ -143,15 +143,9 @@ def simulate(
             history.append(trial)
             in_flight.append(trial)
         for trial in list(in_flight):
-            step = (trial.last_step or 0) + 1
-            value = float(trial.curve[step - 1])
             epochs += 1
-            trial.last_step, trial.value = step, value
-            if step == EPOCHS:
-                trial.state = "completed"
-                finished.append((epochs, value))
-                in_flight.remove(trial)
-            elif plan is not None:
+            if not _epoch(trial, epochs, finished, in_flight) and plan is not None:
+                step, value = trial.last_step or 0, trial.value or 0.0
                 judged = float(trial.curve[-1]) if judge_on_final else value
                 bracket = trial.bracket
 
@@ -176,6 +170,21 @@ def simulate(
             if epochs >= budget:
                 break
     return finished, len(history)
+
+
+def _epoch(
+    trial: _Trial, epochs: int, finished: list[tuple[int, float]], in_flight: list[_Trial]
+) -> bool:
+    """Train ``trial`` one more epoch, the study's ``epochs``-th; True when that was its last
+    (it is then completed, in ``finished``, and out of ``in_flight``)."""
+    step = (trial.last_step or 0) + 1
+    trial.last_step, trial.value = step, float(trial.curve[step - 1])
+    if step < EPOCHS:
+        return False
+    trial.state = "completed"
+    finished.append((epochs, trial.value))
+    in_flight.remove(trial)
+    return True
 
 
 def _promotion(
@@ -228,28 +237,25 @@ def _promotion(
         while len(in_flight) < parallelism:
             in_flight.append(next_trial())
         for trial in list(in_flight):
-            step = (trial.last_step or 0) + 1
-            value = float(trial.curve[step - 1])
             epochs += 1
-            trial.last_step, trial.value = step, value
-            if step == EPOCHS:
-                trial.state = "completed"
-                finished.append((epochs, value))
-                in_flight.remove(trial)
-            elif step == stops[trial.next_rung]:
-                rung = trial.next_rung
-                goes_on = promotion == "resume" and algorithms.promoted(
-                    algorithms.standing_among(value, list(recorded[rung].values()), maximize=True),
-                    plan.reduction_factor,
-                )
-                recorded[rung][trial.number] = value
-                trial.rungs.append((step, value))
-                if goes_on:
-                    promoted[rung].add(trial.number)
-                    trial.next_rung = rung + 1
-                else:
-                    trial.state = "pruned"  # paused: the sampler sees it as stopped at the rung
-                    in_flight.remove(trial)
+            if not _epoch(trial, epochs, finished, in_flight):
+                step, value = trial.last_step or 0, trial.value or 0.0
+                if step == stops[trial.next_rung]:
+                    rung = trial.next_rung
+                    goes_on = promotion == "resume" and algorithms.promoted(
+                        algorithms.standing_among(
+                            value, list(recorded[rung].values()), maximize=True
+                        ),
+                        plan.reduction_factor,
+                    )
+                    recorded[rung][trial.number] = value
+                    trial.rungs.append((step, value))
+                    if goes_on:
+                        promoted[rung].add(trial.number)
+                        trial.next_rung = rung + 1
+                    else:  # paused: the sampler sees it as stopped at the rung
+                        trial.state = "pruned"
+                        in_flight.remove(trial)
             if epochs >= budget:
                 break
     return finished, len(history)
