@@ -18,6 +18,11 @@ from hpo.settings import Settings
 from tests._servers import free_port
 from workers.dispatcher import Dispatcher
 
+#: worker silence allowed in tests that train on Ray but are not about lost workers: a worker
+#: importing torch and building its model on a loaded 2-core machine has gone silent past the
+#: default 6 s before its first report (its run then failed as "no heartbeat")
+TRAINING_HEARTBEAT_TIMEOUT = 20.0
+
 
 class LiveController:
     def __init__(self, database_url: str, *, port: int | None = None, **settings: Any) -> None:

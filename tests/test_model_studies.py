@@ -8,19 +8,16 @@ import random
 import pytest
 
 from hpo.client import Client
-from tests._live import LiveController
+from tests._live import TRAINING_HEARTBEAT_TIMEOUT, LiveController
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
 @pytest.fixture
 def live(fresh_postgres, tmp_path):
-    # the test's tmp dir is where its data files go, and the data root, as an operator sets.
-    # 20 s of worker silence, not the live default of 6: a worker importing torch and
-    # building its model on a loaded machine has gone silent past 6 s (tests/test_oom.py
-    # failed so), and these tests are about training, not lost workers
+    # the test's tmp dir is where its data files go, and the data root, as an operator sets
     controller = LiveController(
-        fresh_postgres, data_dirs=[str(tmp_path)], heartbeat_timeout=20.0
+        fresh_postgres, data_dirs=[str(tmp_path)], heartbeat_timeout=TRAINING_HEARTBEAT_TIMEOUT
     ).start()
     yield controller
     controller.stop()

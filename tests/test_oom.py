@@ -273,7 +273,7 @@ def test_out_of_memory_trials_are_what_teaches_tpe_the_limit():
 
 @pytest.mark.usefixtures("ray_cluster")
 def test_trials_on_ray_finish_at_the_same_effective_batch(fresh_postgres):
-    from tests._live import LiveController
+    from tests._live import TRAINING_HEARTBEAT_TIMEOUT, LiveController
 
     spec = {
         "name": "oom-e2e",
@@ -289,11 +289,7 @@ def test_trials_on_ray_finish_at_the_same_effective_batch(fresh_postgres):
         "workload": {"name": "synthetic", "options": {"epoch_seconds": 0.05, "memory_limit": 4096}},
         "resources": {"gpus_per_trial": 1, "cpus_per_trial": 0.5, "on_oom": "accumulate"},
     }
-    # a worker that has started heartbeats every few seconds; on a loaded 2-core machine the
-    # tests' usual 6 s of silence was reached before the first report (the run failed as
-    # "no heartbeat", not as out of memory), so this test, which is not about lost workers,
-    # allows more
-    live = LiveController(fresh_postgres, heartbeat_timeout=20.0).start()
+    live = LiveController(fresh_postgres, heartbeat_timeout=TRAINING_HEARTBEAT_TIMEOUT).start()
     try:
         assert live.api("POST", "/api/v1/studies", json=spec).status_code == 201
         study = live.wait_for("oom-e2e")

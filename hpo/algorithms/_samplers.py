@@ -268,7 +268,7 @@ def _bohb_study(
     study = optuna.create_study(direction=direction, sampler=sampler(algorithm.seed))
     if not observed:  # the first ask takes the quasi-random point; a redraw, the sampler's
         study.enqueue_trial(quasi_random_params(space, number=number, key=key))
-    if observed:
+    else:
         worst = _worse_than((v for _, v in observed), direction=direction)
         ran_out = [p.params for p in usable if _out_of_memory(p)]
         study.add_trials(
