@@ -1,9 +1,14 @@
 """Search efficiency: best final accuracy against epochs spent, every algorithm, next to Ray Tune.
 
 Every hpo algorithm runs through the real service: a controller process (``uvicorn
-api.app:create_app``) on a fresh PostgreSQL database, and ``--parallelism`` worker threads per
-study speaking the trial protocol over HTTP (ask, one report per epoch, complete), exactly as a
-worker on a GPU node would. What a worker "trains" is an MLP configuration of LCBench, whose
+api.app:create_app``) on a fresh PostgreSQL database, and ``--parallelism`` trials per study in
+flight, each spoken for over HTTP with the trial protocol (ask, one report per epoch, complete),
+exactly as a worker on a GPU node would. By default (``--schedule lockstep``) the trials in
+flight report one epoch each in turn, the timing the Ray Tune runs below get too, so a run is
+the same run every time and equals ``search_simulation.py``'s replay of it trial for trial;
+``--schedule threads`` gives every trial slot its own worker thread instead, reporting as fast
+as the service answers, interleaved differently every run. What a worker "trains" is an MLP
+configuration of LCBench, whose
 learning curve comes from YAHPO Gym's surrogate model in ``../shared/data/lcbench``
 (``benchmarks/_lcbench.py``). Every study gets ``--budget`` epochs (default 1,040: twenty
 full-length trials of 52 epochs), counted by the benchmark as the service takes the reports:
@@ -184,13 +189,59 @@ def hpo_run(
                     if not _train(trial, surrogate.curve(task, trial.params), ledger):
                         return
 
-        with concurrent.futures.ThreadPoolExecutor(args.parallelism) as pool:
-            for future in [pool.submit(worker, i) for i in range(args.parallelism)]:
-                future.result()
+        if args.schedule == "lockstep":
+            _lockstep(client, name, surrogate, task, run, args)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(args.parallelism) as pool:
+                for future in [pool.submit(worker, i) for i in range(args.parallelism)]:
+                    future.result()
         if client.get_study(name).status == "running":
             client.cancel_study(name)
     run.seconds = time.perf_counter() - started
     return run
+
+
+def _lockstep(
+    client: Any, name: str, surrogate: Surrogate, task: str, run: Run, args: argparse.Namespace
+) -> None:
+    """``--schedule lockstep``: ``parallelism`` trials in flight, each trained one epoch in
+    turn, as the Ray Tune recipe runs here and as ``search_simulation.py`` replays it: every
+    free slot asks first (in order), then each trial in flight reports one epoch. The service
+    sees the same requests as from ``parallelism`` workers, one at a time, so a run is the same
+    run every time."""
+    from hpo.client import HPOClientError
+
+    in_flight: list[tuple[Any, np.ndarray, list[int]]] = []  # trial, curve, [epochs done]
+    ended = False
+    while run.epochs < args.budget:
+        while not ended and len(in_flight) < args.parallelism:
+            try:
+                trial = client.ask(name, worker=f"bench-{len(in_flight)}")
+            except HPOClientError as exc:
+                if exc.status_code != 409:  # the budget is spent, or the study ended
+                    raise
+                ended = True
+                break
+            run.trials += 1
+            in_flight.append((trial, surrogate.curve(task, trial.params), [0]))
+        if not in_flight:
+            return
+        for item in list(in_flight):
+            trial, curve, done = item
+            done[0] += 1
+            epoch = done[0]
+            run.epochs += 1
+            value = float(curve[epoch - 1])
+            if epoch == EPOCHS:
+                trial.complete({OBJECTIVE: value})
+                run.finished.append((run.epochs, value))
+                in_flight.remove(item)
+            elif trial.report(epoch, {OBJECTIVE: value}):
+                in_flight.remove(item)
+            if run.epochs >= args.budget:
+                break
+    for trial, _, _ in in_flight:  # the budget is spent: the trials still running end here
+        trial.fail("the benchmark's epoch budget is spent", kind="reported")
 
 
 def _train(trial: Any, curve: np.ndarray, ledger: Ledger) -> bool:
@@ -569,6 +620,15 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join([*HPO_ALGORITHMS, *RAY_TUNE]),
         help="comma-separated: " + ", ".join([*HPO_ALGORITHMS, *RAY_TUNE]),
     )
+    parser.add_argument(
+        "--schedule",
+        choices=("lockstep", "threads"),
+        default="lockstep",
+        help="lockstep: the trials in flight report one epoch each in turn, as the Ray Tune "
+        "runs and the simulation do (the same run every time); threads: --parallelism worker "
+        "threads per study report as fast as the service answers (interleaved differently "
+        "every run)",
+    )
     parser.add_argument("--ray-engine", choices=("objects", "tuner"), default="objects")
     parser.add_argument("--postgres-url", default=os.environ.get("HPO_BENCH_POSTGRES_URL"))
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "search_efficiency")
@@ -624,6 +684,7 @@ def main(argv: list[str] | None = None) -> None:
                     "budget": args.budget,
                     "parallelism": args.parallelism,
                     "ray_engine": args.ray_engine,
+                    "schedule": args.schedule,
                     "runs": [
                         {
                             "method": r.method,
@@ -641,7 +702,8 @@ def main(argv: list[str] | None = None) -> None:
                 indent=1,
             )
         )
-    report(runs, args.budget, args.figure, _subtitle(tasks, len(args.seeds), args.parallelism))
+    subtitle = _subtitle(tasks, len(args.seeds), args.parallelism, args.schedule)
+    report(runs, args.budget, args.figure, subtitle)
     log(f"done in {time.perf_counter() - started:.0f} s")
 
 
@@ -669,14 +731,17 @@ def report_saved(args: argparse.Namespace) -> None:
         )
         for r in saved["runs"]
     ]
-    subtitle = _subtitle(saved["tasks"], saved["seeds"], saved["parallelism"])
+    # runs saved before --schedule existed ran worker threads
+    schedule = saved.get("schedule", "threads")
+    subtitle = _subtitle(saved["tasks"], saved["seeds"], saved["parallelism"], schedule)
     report(runs, saved["budget"], args.figure, subtitle)
 
 
-def _subtitle(tasks: list[str], seeds: int, parallelism: int) -> str:
+def _subtitle(tasks: list[str], seeds: int, parallelism: int, schedule: str) -> str:
+    timing = "one epoch each in turn" if schedule == "lockstep" else "a worker thread each"
     return (
         f"LCBench surrogate, tasks {', '.join(tasks)}; {seeds} seeds each; {parallelism} "
-        "trials in flight; hpo through its REST trial protocol on PostgreSQL"
+        f"trials in flight, {timing}; hpo through its REST trial protocol on PostgreSQL"
     )
 
 

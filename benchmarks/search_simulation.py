@@ -7,9 +7,10 @@ cores): each trial is drawn by :func:`hpo.algorithms.sample_params` from the stu
 exactly as the service's ask does, and every report is judged by
 :func:`hpo.algorithms.successive_halving` against the values other trials recorded at the
 rung, exactly as the service's early stopping does. What is simulated is only the timing:
-``--parallelism`` trials are in flight and each advances one epoch in turn (the service's
-worker threads interleave by wall-clock time instead), so the figures come within a few
-thousandths of the service's on the same seeds, not to the digit.
+``--parallelism`` trials are in flight and each advances one epoch in turn, which is what
+``search_efficiency.py --schedule lockstep`` (its default) has the service's workers do, so
+the two give the same trials, stopped at the same epochs, to the digit (its ``--schedule
+threads`` interleaves by wall-clock time instead, a few thousandths either way).
 
 A variant is a name and the spec's ``algorithm`` as JSON; the study's ``seed`` is the
 benchmark seed. ``"judge_on_final": true`` in a variant (not a spec field) makes every rung
@@ -92,16 +93,18 @@ def simulate(
     parallelism: int,
     judge_on_final: bool = False,
     promotion: str | None = None,
+    study_name: str = "sim",
 ) -> tuple[list[tuple[int, float]], int]:
     """One study: (epochs spent when it finished, its final accuracy) for every trial that ran
-    to the end, and how many trials it started."""
+    to the end, and how many trials it started. ``study_name`` matters to Hyperband only, whose
+    brackets are drawn from a hash of the study's name and the trial's number."""
     from hpo import algorithms
     from hpo.algorithms import PastTrial, sample_params
     from hpo.spec import StudySpec
 
     spec = StudySpec.model_validate(
         {
-            "name": "sim",
+            "name": study_name,
             "objective": {"metric": "val_accuracy", "direction": "maximize"},
             "search_space": GRID_SPACE if algorithm["name"] == "grid" else SEARCH_SPACE,
             "algorithm": {**algorithm, "seed": seed},
@@ -138,7 +141,7 @@ def simulate(
                 number,
                 params,
                 surrogate.curve(task, params),
-                algorithms.bracket_of(plan, "sim", number) if plan else 0,
+                algorithms.bracket_of(plan, study_name, number) if plan else 0,
             )
             history.append(trial)
             in_flight.append(trial)
@@ -280,7 +283,9 @@ _SURROGATE: Surrogate | None = None
 _NOT_SPEC = ("judge_on_final", "promotion")
 
 
-def _job(variant: dict[str, Any], task: str, seed: int, budget: int, parallelism: int) -> Any:
+def _job(
+    name: str, variant: dict[str, Any], task: str, seed: int, budget: int, parallelism: int
+) -> Any:
     global _SURROGATE
     if _SURROGATE is None:
         import optuna
@@ -300,6 +305,9 @@ def _job(variant: dict[str, Any], task: str, seed: int, budget: int, parallelism
         parallelism=parallelism,
         judge_on_final=bool(variant.get("judge_on_final")),
         promotion=variant.get("promotion"),
+        # search_efficiency.py's study name, so that a variant named as its method there (say
+        # bayesian+hyperband) draws the same Hyperband brackets
+        study_name=f"se-{name.replace('+', '-')}-{task}-{seed}",
     )
     return finished, trials
 
@@ -382,7 +390,9 @@ def main(argv: list[str] | None = None) -> None:
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
         for name, variant in variants.items():
             futures = {
-                (task, seed): pool.submit(_job, variant, task, seed, args.budget, args.parallelism)
+                (task, seed): pool.submit(
+                    _job, name, variant, task, seed, args.budget, args.parallelism
+                )
                 for task in tasks
                 for seed in args.seeds
             }
