@@ -738,10 +738,10 @@ def report_saved(args: argparse.Namespace) -> None:
 
 
 def _subtitle(tasks: list[str], seeds: int, parallelism: int, schedule: str) -> str:
-    timing = "one epoch each in turn" if schedule == "lockstep" else "a worker thread each"
+    timing = "an epoch each in turn" if schedule == "lockstep" else "a thread each"
     return (
         f"LCBench surrogate, tasks {', '.join(tasks)}; {seeds} seeds each; {parallelism} "
-        f"trials in flight, {timing}; hpo through its REST trial protocol on PostgreSQL"
+        f"in flight, {timing}; hpo over its REST protocol on PostgreSQL"
     )
 
 
