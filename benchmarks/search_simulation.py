@@ -99,7 +99,7 @@ def simulate(
     to the end, and how many trials it started. ``study_name`` matters to Hyperband only, whose
     brackets are drawn from a hash of the study's name and the trial's number."""
     from hpo import algorithms
-    from hpo.algorithms import PastTrial, sample_params
+    from hpo.algorithms import sample_params
     from hpo.spec import StudySpec
 
     spec = StudySpec.model_validate(
@@ -130,12 +130,12 @@ def simulate(
     while epochs < budget:
         while len(in_flight) < parallelism:
             number = len(history)
-            past = [
-                PastTrial(t.number, t.state, t.params, t.value, t.last_step, rungs=tuple(t.rungs))
-                for t in history
-            ]
             params = sample_params(
-                chosen, spec.space, number=number, direction="maximize", history=past
+                chosen,
+                spec.space,
+                number=number,
+                direction="maximize",
+                history=_past(chosen, history),
             )
             trial = _Trial(
                 number,
@@ -175,6 +175,21 @@ def simulate(
     return finished, len(history)
 
 
+def _past(chosen: Any, history: list[_Trial]) -> Any:
+    """The history an ask hands the sampler: none where drawing does not look at it (random,
+    asha, grid), as the service's ask reads none then; building Optuna's study of 250 earlier
+    trials on every ask would cost most of a run's time for nothing."""
+    from hpo import algorithms
+    from hpo.algorithms import PastTrial
+
+    if not algorithms.needs_history(chosen):
+        return None
+    return [
+        PastTrial(t.number, t.state, t.params, t.value, t.last_step, rungs=tuple(t.rungs))
+        for t in history
+    ]
+
+
 def _epoch(
     trial: _Trial, epochs: int, finished: list[tuple[int, float]], in_flight: list[_Trial]
 ) -> bool:
@@ -204,7 +219,7 @@ def _promotion(
     """:func:`simulate` with trials paused at a rung and resumed when promoted (``promotion``
     is ``paper`` or ``resume``, see the module's docstring)."""
     from hpo import algorithms
-    from hpo.algorithms import PastTrial, rung_steps, sample_params
+    from hpo.algorithms import rung_steps, sample_params
 
     stops = [*rung_steps(plan), EPOCHS]
     history: list[_Trial] = []
@@ -225,12 +240,12 @@ def _promotion(
                     trial = history[number]
                     trial.state, trial.next_rung = "running", rung + 1
                     return trial
-        past = [
-            PastTrial(t.number, t.state, t.params, t.value, t.last_step, rungs=tuple(t.rungs))
-            for t in history
-        ]
         params = sample_params(
-            chosen, spec.space, number=len(history), direction="maximize", history=past
+            chosen,
+            spec.space,
+            number=len(history),
+            direction="maximize",
+            history=_past(chosen, history),
         )
         trial = _Trial(len(history), params, surrogate.curve(task, params), 0)
         history.append(trial)
