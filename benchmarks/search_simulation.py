@@ -4,8 +4,9 @@
 about 20 minutes for five seeds. This script replays the same decisions in one process, so
 that a rule can be judged on many more seeds (60 seeds take about 2 minutes for ``auto`` on
 two cores, a few seconds for random search, about 3 minutes for TPE with early stopping,
-whose draws model every earlier trial): each trial is drawn by :func:`hpo.algorithms.sample_params` from the study's history,
-exactly as the service's ask does, and every report is judged by
+whose draws model every earlier trial): each trial is drawn by
+:func:`hpo.algorithms.sample_params` from the study's history, exactly as the service's ask
+does, and every report is judged by
 :func:`hpo.algorithms.successive_halving` against the values other trials recorded at the
 rung, exactly as the service's early stopping does. What is simulated is only the timing:
 ``--parallelism`` trials are in flight and each advances one epoch in turn, which is what
