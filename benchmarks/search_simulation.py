@@ -12,7 +12,7 @@ rung, exactly as the service's early stopping does. What is simulated is only th
 ``--parallelism`` trials are in flight and each advances one epoch in turn, which is what
 ``search_efficiency.py --schedule lockstep`` (its default) has the service's workers do, so
 the two give the same trials, stopped at the same epochs, to the digit (its ``--schedule
-threads`` interleaves by wall-clock time instead, a few thousandths either way).
+threads`` interleaves by wall-clock time instead: up to 0.01 apart on five seeds).
 
 A variant is a name and the spec's ``algorithm`` as JSON; the study's ``seed`` is the
 benchmark seed. ``"judge_on_final": true`` in a variant (not a spec field) makes every rung
