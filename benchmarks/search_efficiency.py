@@ -162,43 +162,59 @@ def study_spec(name: str, method: str, seed: int, budget: int, parallelism: int)
     }
 
 
+def study_name(method: str, task: str, seed: int) -> str:
+    """The name of the study of ``method`` on ``task`` with ``seed`` (Hyperband draws its
+    brackets from it, so ``search_simulation.py`` names its studies the same)."""
+    return f"se-{method.replace('+', '-')}-{task}-{seed}"
+
+
 def hpo_run(
     base_url: str, surrogate: Surrogate, method: str, task: str, seed: int, args: argparse.Namespace
 ) -> Run:
-    from hpo.client import Client, HPOClientError
+    from hpo.client import Client
 
     run = Run(method, task, seed)
-    ledger = Ledger(run, args.budget)
-    name = f"se-{method.replace('+', '-')}-{task}-{seed}"
+    name = study_name(method, task, seed)
     started = time.perf_counter()
     with Client(base_url, timeout=120) as client:
         created = client.create_study(study_spec(name, method, seed, args.budget, args.parallelism))
         run.chose = _chosen(created)
-
-        def worker(index: int) -> None:
-            with Client(base_url, timeout=120) as own:
-                while True:
-                    try:
-                        trial = own.ask(name, worker=f"bench-{index}")
-                    except HPOClientError as exc:
-                        if exc.status_code == 409:  # the budget is spent, or the study ended
-                            return
-                        raise
-                    with ledger.lock:
-                        run.trials += 1
-                    if not _train(trial, surrogate.curve(task, trial.params), ledger):
-                        return
-
         if args.schedule == "lockstep":
             _lockstep(client, name, surrogate, task, run, args)
         else:
-            with concurrent.futures.ThreadPoolExecutor(args.parallelism) as pool:
-                for future in [pool.submit(worker, i) for i in range(args.parallelism)]:
-                    future.result()
+            _threads(base_url, name, surrogate, task, run, args)
         if client.get_study(name).status == "running":
             client.cancel_study(name)
     run.seconds = time.perf_counter() - started
     return run
+
+
+def _threads(
+    base_url: str, name: str, surrogate: Surrogate, task: str, run: Run, args: argparse.Namespace
+) -> None:
+    """``--schedule threads``: a worker thread per trial slot, each asking and reporting as
+    fast as the service answers."""
+    from hpo.client import Client, HPOClientError
+
+    ledger = Ledger(run, args.budget)
+
+    def worker(index: int) -> None:
+        with Client(base_url, timeout=120) as own:
+            while True:
+                try:
+                    trial = own.ask(name, worker=f"bench-{index}")
+                except HPOClientError as exc:
+                    if exc.status_code == 409:  # the budget is spent, or the study ended
+                        return
+                    raise
+                with ledger.lock:
+                    run.trials += 1
+                if not _train(trial, surrogate.curve(task, trial.params), ledger):
+                    return
+
+    with concurrent.futures.ThreadPoolExecutor(args.parallelism) as pool:
+        for future in [pool.submit(worker, i) for i in range(args.parallelism)]:
+            future.result()
 
 
 def _lockstep(

@@ -50,14 +50,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
+import search_efficiency  # noqa: E402
 from _lcbench import DEV_TASKS, EPOCHS, GRID_SPACE, SEARCH_SPACE, Surrogate  # noqa: E402
+
+if TYPE_CHECKING:
+    from hpo.algorithms import PastTrial
+    from hpo.spec import AlgorithmSpec
 
 CHECKPOINTS = (260, 520, 1040)
 #: the issue's target is judged on blocks of this many seeds (the benchmark's default)
@@ -177,17 +182,18 @@ def simulate(
     return finished, len(history)
 
 
-def _past(chosen: Any, history: list[_Trial]) -> Any:
+def _past(chosen: AlgorithmSpec, history: list[_Trial]) -> list[PastTrial] | None:
     """The history an ask hands the sampler: none where drawing does not look at it (random,
     asha, grid), as the service's ask reads none then; building Optuna's study of 250 earlier
     trials on every ask would cost most of a run's time for nothing."""
     from hpo import algorithms
-    from hpo.algorithms import PastTrial
 
     if not algorithms.needs_history(chosen):
         return None
     return [
-        PastTrial(t.number, t.state, t.params, t.value, t.last_step, rungs=tuple(t.rungs))
+        algorithms.PastTrial(
+            t.number, t.state, t.params, t.value, t.last_step, rungs=tuple(t.rungs)
+        )
         for t in history
     ]
 
@@ -324,7 +330,7 @@ def _job(
         promotion=variant.get("promotion"),
         # search_efficiency.py's study name, so that a variant named as its method there (say
         # bayesian+hyperband) draws the same Hyperband brackets
-        study_name=f"se-{name.replace('+', '-')}-{task}-{seed}",
+        study_name=search_efficiency.study_name(name, task, seed),
     )
     return finished, trials
 
