@@ -22,8 +22,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -404,6 +406,17 @@ class AlgorithmSpec(_Strict):
         ):
             self.model = SamplerModel.BOHB.value  # type: ignore[assignment]
         return self
+
+    @model_serializer(mode="wrap")
+    def _auto_dumps_what_was_set(self, handler: SerializerFunctionWrapHandler):
+        """``auto`` keeps every field the spec sets beside it, a default value too
+        (``grace_period: 1``, ``model: tpe``), and picks the others itself; so an ``auto``
+        spec dumps only the fields it was given, and reads back the same from the database,
+        a GET or a file. (No return annotation: pydantic would take it for the schema.)"""
+        data = handler(self)
+        if self.name == AlgorithmName.AUTO and isinstance(data, dict):
+            return {k: v for k, v in data.items() if k == "name" or k in self.model_fields_set}
+        return data
 
     @property
     def pruner(self) -> str:

@@ -114,6 +114,43 @@ def test_what_the_user_set_beside_auto_is_kept():
     assert "with median early stopping" in median.reason
 
 
+def test_a_default_value_set_beside_auto_is_kept_too():
+    """``grace_period: 1`` and ``model: tpe`` are the defaults of any algorithm; set beside
+    ``auto`` they are what the user asked for, not what auto may pick for them."""
+    first = algorithms.choose(spec(algorithm={"name": "auto", "grace_period": 1}, max_epochs=52))
+    assert first.algorithm.grace_period == 1
+    assert first.summary.endswith("first rung at epoch 1)")
+    tpe = algorithms.choose(spec(algorithm={"name": "auto", "model": "tpe"}, max_epochs=52))
+    assert (tpe.algorithm.model, tpe.algorithm.grace_period) == ("tpe", 2)
+    assert "asks for model tpe beside auto" in tpe.reason
+    unset = algorithms.choose(spec(algorithm={"name": "auto", "seed": None}, max_epochs=52))
+    assert unset.algorithm == algorithms.choose(spec(max_epochs=52)).algorithm, "null = unset"
+
+
+def test_an_auto_spec_reads_back_with_what_was_set_and_nothing_more(client):
+    """What the user set beside auto survives the database and a GET (a stored spec once had
+    every field, and auto could not tell a default the user wrote from one left out)."""
+    created = client.create_study(
+        {
+            "name": "auto-set",
+            "objective": {"metric": "acc"},
+            "search_space": CONTINUOUS,
+            "algorithm": {"name": "auto", "grace_period": 1},
+            "budget": {"max_epochs": 52},
+        }
+    )
+    fetched = client.get_study("auto-set")
+    assert fetched.spec.algorithm.model_dump() == {"name": "auto", "grace_period": 1}
+    assert fetched.algorithm_choice == created.algorithm_choice
+    assert fetched.algorithm_choice.algorithm.grace_period == 1
+    left_out = {k: v for k, v in fetched.spec.model_dump().items() if k != "algorithm"}
+    plain = parse_spec(left_out)
+    assert plain.algorithm.model_dump() == {"name": "auto"}
+    again = parse_spec(plain.model_dump(mode="json"))
+    assert again.algorithm.model_fields_set == {"name"}
+    assert "first rung at epoch 2" in algorithms.choose(again).summary
+
+
 def test_a_model_asked_for_beside_auto_replaces_bohb():
     gp = algorithms.choose(spec(algorithm={"name": "auto", "model": "gp"}, max_epochs=52))
     chosen = gp.algorithm

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import JSON, bindparam, inspect
 
 from hpo.storage import Base, Database
 
@@ -12,7 +14,7 @@ from hpo.storage import Base, Database
 def test_upgrade_creates_our_tables_beside_optunas_and_matches_the_models(db_url):
     db = Database(db_url)
     try:
-        assert db.current_revision() == "0007"
+        assert db.current_revision() == "0008"
         tables = set(inspect(db.engine).get_table_names())
         assert {"hpo_studies", "hpo_trial_runs", "hpo_metrics", "hpo_alembic_version"} <= tables
         assert {"studies", "trials", "alembic_version"} <= tables  # Optuna's, untouched
@@ -36,7 +38,7 @@ def test_upgrade_creates_our_tables_beside_optunas_and_matches_the_models(db_url
 def test_upgrade_is_idempotent(db_url):
     Database(db_url).dispose()
     again = Database(db_url)
-    assert again.current_revision() == "0007"
+    assert again.current_revision() == "0008"
     again.dispose()
 
 
@@ -165,7 +167,7 @@ def test_upgrading_from_0002_carries_the_trials_over_and_the_study_goes_on(db_ur
     old.dispose()
     db = Database(db_url)
     try:
-        assert db.current_revision() == "0007"
+        assert db.current_revision() == "0008"
         trials, count = service.list_trials(db, ref="old")
         assert count == 4
         assert [t.state for t in trials] == ["completed", "pruned", "pending", "cancelled"]
@@ -190,5 +192,70 @@ def test_upgrading_from_0002_carries_the_trials_over_and_the_study_goes_on(db_ur
             )
         assert_whole(db, "old")
         assert_mirrored(db, "old")
+    finally:
+        db.dispose()
+
+
+# -- 0008: an auto spec keeps only what its user set -----------------------------------------
+
+
+def test_upgrading_to_0008_leaves_every_auto_study_running_what_it_chose(db_url):
+    """0007 stored an auto spec with every field, and auto ignored those at their default; the
+    migration drops them, so each study chooses as before (and a field set to something else
+    stays set)."""
+    from sqlalchemy import text
+
+    from hpo import service
+    from hpo.spec import parse_spec
+    from tests.conftest import make_spec
+
+    db = Database(db_url)
+    old_dump = {
+        "seed": None,
+        "model": "tpe",
+        "n_startup_trials": 10,
+        "early_stopping": None,
+        "reduction_factor": 3,
+        "grace_period": 1,
+    }
+    budget = {"max_trials": 20, "max_epochs": 54}
+    stored = {
+        "plain": {"name": "auto"},
+        "later": {"name": "auto", "grace_period": 3, "seed": 4},
+        "random": {"name": "random", "seed": 7},
+    }
+    try:
+        for name, algorithm in stored.items():
+            spec = parse_spec(make_spec(name, algorithm=algorithm, budget=budget))
+            service.create_study(db, spec=spec)
+        before = {n: service.get_study(db, ref=n).algorithm_choice for n in ("plain", "later")}
+        with db.engine.begin() as conn:
+            for name, algorithm in stored.items():
+                spec = make_spec(name, algorithm={**old_dump, **algorithm}, budget=budget)
+                conn.execute(
+                    text("UPDATE hpo_studies SET spec = :spec WHERE name = :name").bindparams(
+                        bindparam("spec", type_=JSON)
+                    ),
+                    {"spec": spec, "name": name},
+                )
+            conn.execute(text("UPDATE hpo_alembic_version SET version_num = '0007'"))
+    finally:
+        db.dispose()
+    db = Database(db_url)
+    try:
+        assert db.current_revision() == "0008"
+        with db.engine.connect() as conn:
+            rows = conn.execute(text("SELECT name, spec FROM hpo_studies")).all()
+        algorithms = {
+            name: (json.loads(spec) if isinstance(spec, str) else spec)["algorithm"]
+            for name, spec in rows
+        }
+        assert algorithms["plain"] == {"name": "auto"}
+        assert algorithms["later"] == {"name": "auto", "seed": 4, "grace_period": 3}
+        assert algorithms["random"] == {**old_dump, "name": "random", "seed": 7}, "not auto"
+        for name, choice in before.items():
+            assert service.get_study(db, ref=name).algorithm_choice == choice
+        assert "first rung at epoch 2" in before["plain"].summary
+        assert "first rung at epoch 3" in before["later"].summary
     finally:
         db.dispose()

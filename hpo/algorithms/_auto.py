@@ -36,11 +36,11 @@ The rule, in order:
    A model set beside ``auto`` (``model: gp``) replaces BOHB's; an ``early_stopping`` rule
    set beside it replaces ``asha``.
 
-Fields set beside ``name: auto`` to something other than their default (``seed``,
-``n_startup_trials``, ``early_stopping``, ``reduction_factor``, ``grace_period``, ``model``)
-are kept. The choice is a pure function of the spec: the
-same spec gives the same choice on every controller, and the study page shows it with its
-reason.
+Fields set beside ``name: auto`` (``seed``, ``n_startup_trials``, ``early_stopping``,
+``reduction_factor``, ``grace_period``, ``model``) are kept, a default value too
+(``grace_period: 1`` is a first rung at epoch 1, ``model: tpe`` is TPE). The choice is a
+pure function of the spec: the same spec gives the same choice on every controller, and the
+study page shows it with its reason.
 """
 
 from __future__ import annotations
@@ -194,13 +194,15 @@ def _why_halving(algorithm: AlgorithmSpec, spec: StudySpec) -> str:
 
 
 def _kept(given: AlgorithmSpec) -> dict[str, object]:
-    """The fields set beside ``name: auto`` to something other than their default (a stored
-    spec comes back with every field set, so "set" alone cannot tell)."""
-    defaults = AlgorithmSpec(name=AlgorithmName.AUTO)
+    """The fields the spec sets beside ``name: auto``, a default value too (``grace_period:
+    1``); a null is as good as unset. An ``auto`` spec dumps only the fields it was given
+    (:class:`~hpo.spec.AlgorithmSpec`), so a stored or fetched spec keeps what was set."""
     return {
         field: getattr(given, field)
         for field in AlgorithmSpec.model_fields
-        if field != "name" and getattr(given, field) != getattr(defaults, field)
+        if field != "name"
+        and field in given.model_fields_set
+        and getattr(given, field) is not None
     }
 
 
