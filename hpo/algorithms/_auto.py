@@ -200,9 +200,7 @@ def _kept(given: AlgorithmSpec) -> dict[str, object]:
     return {
         field: getattr(given, field)
         for field in AlgorithmSpec.model_fields
-        if field != "name"
-        and field in given.model_fields_set
-        and getattr(given, field) is not None
+        if field != "name" and field in given.model_fields_set and getattr(given, field) is not None
     }
 
 
