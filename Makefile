@@ -34,7 +34,7 @@ test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hpo api search_spaces workers dashboards controller tests
+	$(VENV)/bin/ruff check hpo api search_spaces workers dashboards controller tests benchmarks
 	$(VENV)/bin/mypy
 
 clean:
