@@ -130,7 +130,8 @@ def simulate(
             surrogate, task, spec, chosen, plan, promotion, budget=budget, parallelism=parallelism
         )
     history: list[_Trial] = []
-    at_rung: dict[tuple[int, int], list[float]] = {}
+    #: (bracket, rung) -> {trial number: the value it recorded there}
+    at_rung: dict[tuple[int, int], dict[int, float]] = {}
     in_flight: list[_Trial] = []
     finished: list[tuple[int, float]] = []
     epochs = 0
@@ -157,10 +158,19 @@ def simulate(
             if not _epoch(trial, epochs, finished, in_flight) and plan is not None:
                 step, value = trial.last_step or 0, trial.value or 0.0
                 judged = float(trial.curve[-1]) if judge_on_final else value
-                bracket = trial.bracket
+                bracket, number = trial.bracket, trial.number
+                first = at_rung.get((bracket, 0), {})
+                waits = (
+                    plan.first_rung_quorum > 1
+                    and trial.next_rung == 0
+                    and step - 1 >= algorithms.rung_step(plan, bracket, 0)
+                )
 
-                def standing(rung: int, v: float = judged, b: int = bracket) -> Any:
-                    return algorithms.standing_among(v, at_rung.get((b, rung), []), maximize=True)
+                def standing(rung: int, v: float, b: int = bracket, n: int = number) -> Any:
+                    values = at_rung.get((b, rung), {})
+                    return algorithms.standing_among(
+                        v, [x for k, x in values.items() if k != n], maximize=True
+                    )
 
                 outcome = algorithms.successive_halving(
                     plan=plan,
@@ -169,9 +179,10 @@ def simulate(
                     step=step,
                     value=judged,
                     standing=standing,
+                    waiting=first[number] if waits else None,
                 )
                 for rung, recorded in outcome.recorded:
-                    at_rung.setdefault((bracket, rung), []).append(recorded)
+                    at_rung.setdefault((bracket, rung), {})[number] = recorded
                     trial.rungs.append((algorithms.rung_step(plan, bracket, rung), recorded))
                 trial.next_rung = outcome.next_rung
                 if outcome.stop:

@@ -347,6 +347,12 @@ class AlgorithmSpec(_Strict):
     early_stopping: EarlyStopping | None = None
     reduction_factor: int = 3
     grace_period: int = 1
+    #: ``asha`` and ``hyperband``: the first rung judges an attempt only once it holds this
+    #: many values, the attempt's own included; one that gets there sooner goes on, and is
+    #: judged at each later report until the rung holds enough (at the latest at the next
+    #: rung). 1 (the default) judges at once, as Optuna does; ``auto`` uses its reduction
+    #: factor, so that no trial passes the first rung for lack of rivals.
+    first_rung_quorum: int = Field(default=1, ge=1, le=MAX_REDUCTION_FACTOR)
 
     @field_validator("name", mode="before")
     @classmethod

@@ -119,7 +119,12 @@ def test_a_default_value_set_beside_auto_is_kept_too():
     ``auto`` they are what the user asked for, not what auto may pick for them."""
     first = algorithms.choose(spec(algorithm={"name": "auto", "grace_period": 1}, max_epochs=52))
     assert first.algorithm.grace_period == 1
-    assert first.summary.endswith("first rung at epoch 1)")
+    assert "first rung at epoch 1 once it holds 3 values)" in first.summary
+    at_once = algorithms.choose(
+        spec(algorithm={"name": "auto", "first_rung_quorum": 1}, max_epochs=52)
+    )
+    assert at_once.algorithm.first_rung_quorum == 1
+    assert at_once.summary.endswith("first rung at epoch 2)"), "Optuna's rule, as asked"
     tpe = algorithms.choose(spec(algorithm={"name": "auto", "model": "tpe"}, max_epochs=52))
     assert (tpe.algorithm.model, tpe.algorithm.grace_period) == ("tpe", 2)
     assert "asks for model tpe beside auto" in tpe.reason

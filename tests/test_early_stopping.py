@@ -98,11 +98,22 @@ def optuna_decisions(
 
 
 def pure_decisions(
-    events: list[Event], *, rule: str, grace: int, eta: int, direction: str, name: str
+    events: list[Event],
+    *,
+    rule: str,
+    grace: int,
+    eta: int,
+    direction: str,
+    name: str,
+    quorum: int = 1,
 ) -> list[bool | None]:
     """Our rules' decision per event, fed from dictionaries instead of the database."""
     algorithm = AlgorithmSpec(
-        name="random", early_stopping=rule, grace_period=grace, reduction_factor=eta
+        name="random",
+        early_stopping=rule,
+        grace_period=grace,
+        reduction_factor=eta,
+        first_rung_quorum=quorum,
     )
     plan = algorithms.halving_plan(algorithm, BudgetSpec(max_epochs=MAX_EPOCHS))
     maximize = direction == "maximize"
@@ -120,15 +131,22 @@ def pure_decisions(
         if algorithms.pruning_applies(step=e.step, max_epochs=MAX_EPOCHS):
             if plan is not None:
                 bracket = algorithms.bracket_of(plan, name, e.number)
+                last = max(reported[e.number], default=0)
+                waits = (
+                    quorum > 1
+                    and next_rung[e.number] == 0
+                    and last >= algorithms.rung_step(plan, bracket, 0)
+                )
                 outcome = algorithms.successive_halving(
                     plan=plan,
                     bracket=bracket,
                     next_rung=next_rung[e.number],
                     step=e.step,
                     value=e.value,
-                    standing=lambda r, b=bracket, n=e.number, v=e.value: algorithms.standing_among(
+                    standing=lambda r, v, b=bracket, n=e.number: algorithms.standing_among(
                         v, [x for k, x in rungs[(b, r)].items() if k != n], maximize=maximize
                     ),
+                    waiting=rungs[(bracket, 0)][e.number] if waits else None,
                 )
                 for rung, value in outcome.recorded:
                     rungs[(bracket, rung)][e.number] = value
@@ -212,16 +230,10 @@ SERVICE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("rule", "grace", "eta", "direction"), SERVICE_CASES)
-def test_the_service_decides_as_optunas_pruners(api, rule, grace, eta, direction):
-    name = f"replay-{rule}"
-    algorithm = {
-        "name": "random",
-        "seed": 1,
-        "early_stopping": rule,
-        "grace_period": grace,
-        "reduction_factor": eta,
-    }
+def _through_service(
+    api, name: str, algorithm: dict[str, object], direction: str, events: list[Event]
+) -> list[bool | None]:
+    """Replay ``events`` through the REST trial protocol; the service's decision per event."""
     spec = make_spec(
         name,
         objective={"metric": "acc", "direction": direction},
@@ -229,9 +241,9 @@ def test_the_service_decides_as_optunas_pruners(api, rule, grace, eta, direction
         budget={"max_epochs": MAX_EPOCHS, "max_retries": 0},
     )
     assert api.post("/api/v1/studies", json=spec).status_code == 201
-    events = _events(7, n_trials=30)
-    trials = [_ask(api, name) for _ in range(30)]
-    assert [t["number"] for t in trials] == list(range(30))
+    n_trials = max(e.number for e in events) + 1
+    trials = [_ask(api, name) for _ in range(n_trials)]
+    assert [t["number"] for t in trials] == list(range(n_trials))
     ours: list[bool | None] = []
     stopped: set[int] = set()
     for e in events:
@@ -257,8 +269,97 @@ def test_the_service_decides_as_optunas_pruners(api, rule, grace, eta, direction
                 done = api.post(f"{base}/fail", json={"reason": "quit"}, headers=auth)
             assert done.status_code == 200, done.text
             stopped.add(e.number)
+    return ours
+
+
+@pytest.mark.parametrize(("rule", "grace", "eta", "direction"), SERVICE_CASES)
+def test_the_service_decides_as_optunas_pruners(api, rule, grace, eta, direction):
+    name = f"replay-{rule}"
+    algorithm = {
+        "name": "random",
+        "seed": 1,
+        "early_stopping": rule,
+        "grace_period": grace,
+        "reduction_factor": eta,
+    }
+    events = _events(7, n_trials=30)
+    ours = _through_service(api, name, algorithm, direction, events)
     kwargs = {"rule": rule, "grace": grace, "eta": eta, "direction": direction, "name": name}
     assert ours == optuna_decisions(events, **kwargs)
     assert any(ours), "the replay must exercise pruning"
     listed = api.get(f"/api/v1/studies/{name}/trials", params={"state": "pruned"}).json()
     assert listed["count"] == sum(bool(d) for d in ours)
+
+
+# -- first_rung_quorum: the first rung judges once it holds enough values (auto: 3) ----------
+
+
+def test_a_first_rung_with_a_quorum_compares_the_first_arrivals_with_one_another():
+    """Optuna's rule lets the first trial at a rung through (it has no rival yet); with a
+    quorum of 3, it goes on without a verdict and is judged on its first-rung value once two
+    more trials recorded theirs, at the latest at the next rung."""
+    plan = algorithms.halving_plan(
+        AlgorithmSpec(name="asha", grace_period=2, first_rung_quorum=3),
+        BudgetSpec(max_epochs=20),
+    )
+    assert plan is not None and algorithms.rung_steps(plan) == [2, 6, 18]
+    rungs: dict[int, dict[int, float]] = defaultdict(dict)
+
+    def report(number: int, step: int, value: float, next_rung: int, waiting=None):  # type: ignore[no-untyped-def]
+        outcome = algorithms.successive_halving(
+            plan=plan,
+            bracket=0,
+            next_rung=next_rung,
+            step=step,
+            value=value,
+            standing=lambda r, v: algorithms.standing_among(
+                v, [x for k, x in rungs[r].items() if k != number], maximize=True
+            ),
+            waiting=waiting,
+        )
+        for rung, val in outcome.recorded:
+            rungs[rung][number] = val
+        return outcome.stop, outcome.next_rung
+
+    assert report(0, 2, 0.30, 0) == (False, 0), "alone at the rung: goes on, unjudged"
+    assert report(1, 2, 0.50, 0) == (False, 0), "two values: still short of the quorum"
+    assert report(0, 3, 0.90, 0, waiting=0.30) == (False, 0), "still two: waits again"
+    assert report(2, 2, 0.40, 0) == (True, 1), "three values, not the best of them: stops"
+    assert rungs[0] == {0: 0.30, 1: 0.50, 2: 0.40}
+    assert report(0, 4, 0.95, 0, waiting=0.30) == (True, 1), "judged on 0.30, not on 0.95"
+    assert report(1, 3, 0.20, 0, waiting=0.50) == (False, 1), "the best of three goes on"
+    assert report(1, 6, 0.70, 1) == (False, 2), "and the next rung judges as always"
+    rungs.clear()
+    assert report(5, 2, 0.10, 0) == (False, 0)
+    assert report(5, 5, 0.10, 0, waiting=0.10) == (False, 0)
+    assert report(5, 6, 0.20, 0, waiting=0.10) == (False, 2), (
+        "at the next rung the wait ends: judged on what the first rung holds (alone: it goes "
+        "on), then at the next rung on this report's value"
+    )
+    assert rungs == {0: {5: 0.10}, 1: {5: 0.20}}
+    at_once = algorithms.halving_plan(
+        AlgorithmSpec(name="asha", grace_period=2), BudgetSpec(max_epochs=20)
+    )
+    assert at_once is not None and at_once.first_rung_quorum == 1
+    rungs.clear()
+    plan = at_once
+    assert report(0, 2, 0.30, 0) == (False, 1), "Optuna's rule: the first arrival passes"
+
+
+@pytest.mark.parametrize(("rule", "direction"), [("asha", "maximize"), ("hyperband", "minimize")])
+def test_the_service_waits_for_the_quorum_as_the_pure_rule_does(api, rule, direction):
+    name = f"quorum-{rule}"
+    algorithm = {
+        "name": "random",
+        "seed": 1,
+        "early_stopping": rule,
+        "grace_period": 1,
+        "reduction_factor": 3,
+        "first_rung_quorum": 3,
+    }
+    events = _events(11, n_trials=30)
+    ours = _through_service(api, name, algorithm, direction, events)
+    kwargs = {"rule": rule, "grace": 1, "eta": 3, "direction": direction, "name": name}
+    assert ours == pure_decisions(events, quorum=3, **kwargs)
+    assert ours != optuna_decisions(events, **kwargs), "the quorum must change a decision"
+    assert any(ours)

@@ -51,6 +51,9 @@ class HalvingPlan:
     reduction_factor: int
     max_epochs: int
     n_brackets: int = 1
+    #: values the first rung of a bracket must hold, the attempt's own included, before it
+    #: judges (1: at once, Optuna's rule; see :func:`successive_halving`)
+    first_rung_quorum: int = 1
 
     def allocation(self) -> list[int]:
         """Hyperband's share of trials per bracket (Optuna's trial allocation budget)."""
@@ -61,15 +64,25 @@ class HalvingPlan:
 def halving_plan(algorithm: AlgorithmSpec, budget: BudgetSpec) -> HalvingPlan | None:
     """The plan of a study whose early stopping is ``asha`` or ``hyperband``; else None."""
     rule = algorithm.pruner
+    quorum = algorithm.first_rung_quorum
     if rule == EarlyStopping.ASHA:
-        return HalvingPlan(algorithm.grace_period, algorithm.reduction_factor, budget.max_epochs)
+        return HalvingPlan(
+            algorithm.grace_period,
+            algorithm.reduction_factor,
+            budget.max_epochs,
+            first_rung_quorum=quorum,
+        )
     if rule == EarlyStopping.HYPERBAND:
         # Optuna's HyperbandPruner with max_resource = max_epochs
         n = math.floor(
             math.log(budget.max_epochs / algorithm.grace_period, algorithm.reduction_factor)
         )
         return HalvingPlan(
-            algorithm.grace_period, algorithm.reduction_factor, budget.max_epochs, n + 1
+            algorithm.grace_period,
+            algorithm.reduction_factor,
+            budget.max_epochs,
+            n + 1,
+            first_rung_quorum=quorum,
         )
     return None
 
@@ -153,20 +166,54 @@ def successive_halving(
     next_rung: int,
     step: int,
     value: float,
-    standing: Callable[[int], Standing],
+    standing: Callable[[int, float], Standing],
+    waiting: float | None = None,
 ) -> RungOutcome:
     """Judge a report at ``step`` of an attempt that has passed every rung below
     ``next_rung``: at each rung the step reaches, the value is recorded and must be promoted
-    given ``standing(rung)`` (where it stands among the values other attempts recorded at
-    that rung of the bracket), or the trial stops."""
+    given ``standing(rung, value)`` (where it stands among the values other attempts
+    recorded at that rung of the bracket), or the trial stops.
+
+    With ``plan.first_rung_quorum`` above 1, the first rung judges only once it holds that
+    many values, the attempt's own included: an attempt that reaches it sooner records its
+    value there and goes on (``next_rung`` stays 0), and each later report judges that value
+    again (``waiting``), until the rung holds enough or the attempt reaches the next rung,
+    where it is judged on what the first rung holds then. So the first trials to get there
+    are compared with one another, not let through for want of rivals."""
     recorded: list[tuple[int, float]] = []
     rung = next_rung
+    if waiting is not None:
+        if rung != 0:
+            raise ValueError("only the first rung waits for its quorum")
+        decided = _first_rung(plan, bracket, step, standing(0, waiting))
+        if decided is None:
+            return RungOutcome(False, (), 0)
+        if not decided:
+            return RungOutcome(True, (), 1)
+        rung = 1
     while step >= rung_step(plan, bracket, rung):
         recorded.append((rung, value))
-        if not promoted(standing(rung), plan.reduction_factor):
+        here = standing(rung, value)
+        decided = (
+            _first_rung(plan, bracket, step, here)
+            if rung == 0
+            else promoted(here, plan.reduction_factor)
+        )
+        if decided is None:
+            return RungOutcome(False, tuple(recorded), 0)
+        if not decided:
             return RungOutcome(True, tuple(recorded), rung + 1)
         rung += 1
     return RungOutcome(False, tuple(recorded), rung)
+
+
+def _first_rung(plan: HalvingPlan, bracket: int, step: int, here: Standing) -> bool | None:
+    """Whether the first rung promotes, or None while it waits for its quorum (never past
+    the next rung's step)."""
+    short = here.others + 1 < plan.first_rung_quorum
+    if short and step < rung_step(plan, bracket, 1):
+        return None
+    return promoted(here, plan.reduction_factor)
 
 
 def median_stops(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from .. import algorithms
 from ..spec import StudySpec
-from ..storage import MetricRow, RunRow, TrialRow
+from ..storage import MetricRow, RungRow, RunRow, TrialRow
 from ..vocabulary import EarlyStopping, TrialState
 from . import _statements as sql
 
@@ -37,6 +37,7 @@ def judge(
     run_id: int,
     trial_number: int,
     next_rung: int,
+    last_step: int | None,
     step: int,
     value: float,
 ) -> Verdict:
@@ -50,13 +51,22 @@ def judge(
     plan = algorithms.halving_plan(algorithm, spec.budget)
     if plan is not None:
         bracket = algorithms.bracket_of(plan, study_name, trial_number)
+        waits = (
+            plan.first_rung_quorum > 1
+            and next_rung == 0
+            and last_step is not None
+            and last_step >= algorithms.rung_step(plan, bracket, 0)
+        )
         outcome = algorithms.successive_halving(
             plan=plan,
             bracket=bracket,
             next_rung=next_rung,
             step=step,
             value=value,
-            standing=lambda rung: _standing(session, study_id, bracket, rung, value, maximize),
+            standing=lambda rung, v: _standing(
+                session, study_id, run_id, bracket, rung, v, maximize
+            ),
+            waiting=_first_rung_value(session, run_id) if waits else None,
         )
         if outcome.recorded:
             session.connection().execute(
@@ -85,6 +95,7 @@ def judge(
 def _standing(
     session: Session,
     study_id: int,
+    run_id: int,
     bracket: int,
     rung: int,
     value: float,
@@ -92,16 +103,29 @@ def _standing(
 ) -> algorithms.Standing:
     """How many values other attempts recorded at the rung, and how many beat ``value``:
     counted by the database from the index, so no value travels. (The attempt judged has
-    recorded nothing at this rung yet: it records a rung once it reaches it.)"""
+    recorded a value there only while the first rung waits for its quorum.)"""
     others, beating = (
         session.connection()
         .execute(
             sql.STANDING_MAXIMIZE if maximize else sql.STANDING_MINIMIZE,
-            {"b_study": study_id, "b_bracket": bracket, "b_rung": rung, "b_value": value},
+            {
+                "b_study": study_id,
+                "b_bracket": bracket,
+                "b_rung": rung,
+                "b_value": value,
+                "b_run": run_id,
+            },
         )
         .one()
     )
     return algorithms.Standing(int(others), int(beating))
+
+
+def _first_rung_value(session: Session, run_id: int) -> float | None:
+    """The value an attempt recorded at the first rung, which waits for its quorum (None if
+    it recorded none there: it is then judged there now, on this report's value)."""
+    value = session.scalar(select(RungRow.value).where(RungRow.run_id == run_id, RungRow.rung == 0))
+    return None if value is None else float(value)
 
 
 def _median(

@@ -157,6 +157,7 @@ def report(
             run_id=run.id,
             trial_number=number,
             next_rung=run.next_rung,
+            last_step=run.last_step,
             step=step,
             value=value,
         )
