@@ -160,10 +160,8 @@ def simulate(
                 judged = float(trial.curve[-1]) if judge_on_final else value
                 bracket, number = trial.bracket, trial.number
                 first = at_rung.get((bracket, 0), {})
-                waits = (
-                    plan.first_rung_quorum > 1
-                    and trial.next_rung == 0
-                    and step - 1 >= algorithms.rung_step(plan, bracket, 0)
+                waits = algorithms.waits_at_first_rung(
+                    plan, bracket, next_rung=trial.next_rung, last_step=step - 1
                 )
 
                 def standing(rung: int, v: float, b: int = bracket, n: int = number) -> Any:

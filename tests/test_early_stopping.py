@@ -131,11 +131,11 @@ def pure_decisions(
         if algorithms.pruning_applies(step=e.step, max_epochs=MAX_EPOCHS):
             if plan is not None:
                 bracket = algorithms.bracket_of(plan, name, e.number)
-                last = max(reported[e.number], default=0)
-                waits = (
-                    quorum > 1
-                    and next_rung[e.number] == 0
-                    and last >= algorithms.rung_step(plan, bracket, 0)
+                waits = algorithms.waits_at_first_rung(
+                    plan,
+                    bracket,
+                    next_rung=next_rung[e.number],
+                    last_step=max(reported[e.number], default=None),
                 )
                 outcome = algorithms.successive_halving(
                     plan=plan,

@@ -19,6 +19,7 @@ from ._early_stopping import (
     rung_steps,
     standing_among,
     successive_halving,
+    waits_at_first_rung,
 )
 from ._inherit import INHERITED_STATES, fork_problems, fork_seed, inheritable
 from ._pruners import build_pruner
@@ -70,5 +71,6 @@ __all__ = [
     "sample_params",
     "standing_among",
     "successive_halving",
+    "waits_at_first_rung",
     "trial_seed",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "rung_steps",
     "standing_among",
     "successive_halving",
+    "waits_at_first_rung",
 ]
 
 #: the median rule judges nothing until this many trials completed (Optuna's default)
@@ -205,6 +206,20 @@ def successive_halving(
             return RungOutcome(True, tuple(recorded), rung + 1)
         rung += 1
     return RungOutcome(False, tuple(recorded), rung)
+
+
+def waits_at_first_rung(
+    plan: HalvingPlan, bracket: int, *, next_rung: int, last_step: int | None
+) -> bool:
+    """Whether an attempt's first-rung value still waits for the rung's quorum: it has passed
+    the first rung's step (its last report did) but not the rung. The caller then hands
+    :func:`successive_halving` that value as ``waiting``."""
+    return (
+        plan.first_rung_quorum > 1
+        and next_rung == 0
+        and last_step is not None
+        and last_step >= rung_step(plan, bracket, 0)
+    )
 
 
 def _first_rung(plan: HalvingPlan, bracket: int, step: int, here: Standing) -> bool | None:

@@ -51,11 +51,8 @@ def judge(
     plan = algorithms.halving_plan(algorithm, spec.budget)
     if plan is not None:
         bracket = algorithms.bracket_of(plan, study_name, trial_number)
-        waits = (
-            plan.first_rung_quorum > 1
-            and next_rung == 0
-            and last_step is not None
-            and last_step >= algorithms.rung_step(plan, bracket, 0)
+        waits = algorithms.waits_at_first_rung(
+            plan, bracket, next_rung=next_rung, last_step=last_step
         )
         outcome = algorithms.successive_halving(
             plan=plan,
