@@ -159,7 +159,6 @@ def simulate(
                 step, value = trial.last_step or 0, trial.value or 0.0
                 judged = float(trial.curve[-1]) if judge_on_final else value
                 bracket, number = trial.bracket, trial.number
-                first = at_rung.get((bracket, 0), {})
                 waits = algorithms.waits_at_first_rung(
                     plan, bracket, next_rung=trial.next_rung, last_step=step - 1
                 )
@@ -177,7 +176,7 @@ def simulate(
                     step=step,
                     value=judged,
                     standing=standing,
-                    waiting=first[number] if waits else None,
+                    waiting=at_rung[(bracket, 0)][number] if waits else None,
                 )
                 for rung, recorded in outcome.recorded:
                     at_rung.setdefault((bracket, rung), {})[number] = recorded

@@ -54,6 +54,7 @@ def judge(
         waits = algorithms.waits_at_first_rung(
             plan, bracket, next_rung=next_rung, last_step=last_step
         )
+        waiting = _first_rung_value(session, run_id) if waits else None
         outcome = algorithms.successive_halving(
             plan=plan,
             bracket=bracket,
@@ -61,9 +62,15 @@ def judge(
             step=step,
             value=value,
             standing=lambda rung, v: _standing(
-                session, study_id, run_id, bracket, rung, v, maximize
+                session,
+                study_id,
+                bracket,
+                rung,
+                v,
+                maximize,
+                own=waiting is not None and rung == 0,
             ),
-            waiting=_first_rung_value(session, run_id) if waits else None,
+            waiting=waiting,
         )
         if outcome.recorded:
             session.connection().execute(
@@ -92,30 +99,26 @@ def judge(
 def _standing(
     session: Session,
     study_id: int,
-    run_id: int,
     bracket: int,
     rung: int,
     value: float,
     maximize: bool,
+    *,
+    own: bool = False,
 ) -> algorithms.Standing:
     """How many values other attempts recorded at the rung, and how many beat ``value``:
-    counted by the database from the index, so no value travels. (The attempt judged has
-    recorded a value there only while the first rung waits for its quorum.)"""
+    counted by the database from the index alone, so no value travels. ``own``: the value
+    judged is the attempt's own, recorded there while the first rung waited for its quorum;
+    it is among those counted, and beats nothing (it is not better than itself)."""
     others, beating = (
         session.connection()
         .execute(
             sql.STANDING_MAXIMIZE if maximize else sql.STANDING_MINIMIZE,
-            {
-                "b_study": study_id,
-                "b_bracket": bracket,
-                "b_rung": rung,
-                "b_value": value,
-                "b_run": run_id,
-            },
+            {"b_study": study_id, "b_bracket": bracket, "b_rung": rung, "b_value": value},
         )
         .one()
     )
-    return algorithms.Standing(int(others), int(beating))
+    return algorithms.Standing(int(others) - own, int(beating))
 
 
 def _first_rung_value(session: Session, run_id: int) -> float | None:

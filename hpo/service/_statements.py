@@ -97,7 +97,6 @@ def _standing(better: ColumnElement[bool]) -> Select[Any]:
         rungs.c.study_id == bindparam("b_study"),
         rungs.c.bracket == bindparam("b_bracket"),
         rungs.c.rung == bindparam("b_rung"),
-        rungs.c.run_id != bindparam("b_run"),
     )
 
 
